@@ -1,0 +1,1 @@
+//! Identity from call metadata (placeholder, being written).

@@ -1,0 +1,4 @@
+#![forbid(unsafe_code)]
+pub mod auth;
+pub mod client;
+pub mod proto;

@@ -1,0 +1,8 @@
+//! The generated `presence.v1` types and services, and the encoded descriptor set that the
+//! reflection service serves.
+
+tonic::include_proto!("presence.v1");
+
+/// Encoded `FileDescriptorSet` of `presence.proto`, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/presence_descriptor.bin"));
