@@ -1,4 +1,34 @@
+//! presence-node: real-time user presence over gRPC.
+//!
+//! # Layout
+//!
+//! - `proto`: the generated `presence.v1` API (from `proto/presence/v1/presence.proto`).
+//! - `presence`: pure presence logic with time passed in: records, views, versions, limits.
+//! - `store`: the truth about every user (trait); `store::memory` is the embedded default.
+//! - `session`: one device's stream: the session actor, its outbox (the coalescing response
+//!   stream), the table of live sessions and the supervisor that cleans up after crashes.
+//! - `registry`: the actor that knows which local sessions watch which users; fans out.
+//! - `sweeper`: one task finding silent sessions and ended grace periods.
+//! - `service`: the gRPC edge (identity, admission, errors to `tonic::Status`).
+//! - `server`: start, serve, drain on shutdown.
+//! - `node`: what all of the above share.
+//! - `auth`: identity from call metadata (insecure `x-user-id` or JWT).
+//! - `config`: settings as flags and environment variables, checked at start.
+//! - `client`: the one way the CLI, benchmarks and tests speak the protocol.
+//! - `clock`, `telemetry`: time as a value; logging.
 #![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod client;
+pub mod clock;
+pub mod config;
+pub mod node;
+pub mod presence;
 pub mod proto;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod store;
+pub mod sweeper;
+pub mod telemetry;

@@ -1,0 +1,494 @@
+//! Configuration: one typed struct, every setting both a flag and an environment variable,
+//! defaults as named constants, invariants checked at start. Bad configuration stops the
+//! node with a message naming the setting and exit code 64 (EX_USAGE in sysexits.h).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::auth::{Authenticator, JwtKey, JwtSettings};
+use crate::presence::limits::{self, Limits};
+
+/// Exit code for bad configuration.
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:50051";
+pub const DEFAULT_KEY_PREFIX: &str = "presence";
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
+pub const DEFAULT_SESSION_TTL_MS: u64 = 30_000;
+pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_OFFLINE_GRACE_MS: u64 = 3_000;
+pub const DEFAULT_NODE_LEASE_TTL_MS: u64 = 10_000;
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 20_000;
+pub const DEFAULT_STATUS_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
+pub const DEFAULT_STATUS_RATE_PER_S: u32 = 20;
+pub const DEFAULT_STATUS_RATE_BURST: u32 = 40;
+pub const DEFAULT_SUBSCRIBE_RATE_PER_S: u32 = 20;
+pub const DEFAULT_SUBSCRIBE_RATE_BURST: u32 = 40;
+pub const DEFAULT_MAX_UNREAD_FRAMES: usize = 256;
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
+pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 250;
+pub const DEFAULT_JWT_LEEWAY_MS: u64 = 5_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// The user id is the `x-user-id` metadata value. For development only.
+    Insecure,
+    /// `authorization: Bearer <JWT>`; the user id is the token's `sub`.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JwtAlgorithm {
+    #[value(name = "HS256")]
+    Hs256,
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// presence-node: real-time user presence over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "presence-node", version, about)]
+pub struct Config {
+    /// gRPC listen address.
+    #[arg(long, env = "PRESENCE_LISTEN_ADDR", default_value = DEFAULT_LISTEN_ADDR)]
+    pub listen_addr: SocketAddr,
+
+    /// Unset: embedded in-memory store (single node). `redis://...`: cluster mode.
+    #[arg(long, env = "PRESENCE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "PRESENCE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
+    pub key_prefix: String,
+
+    /// This node's id [default: hostname + random suffix].
+    #[arg(long, env = "PRESENCE_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// How calls are authenticated.
+    #[arg(long, env = "PRESENCE_AUTH", value_enum, default_value = "insecure")]
+    pub auth: AuthMode,
+
+    /// JWT signature algorithm (jwt mode).
+    #[arg(
+        long,
+        env = "PRESENCE_JWT_ALGORITHM",
+        value_enum,
+        default_value = "HS256"
+    )]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// Shared secret for HS256 (jwt mode).
+    #[arg(long, env = "PRESENCE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key file for RS256 / ES256 (jwt mode).
+    #[arg(long, env = "PRESENCE_JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[arg(long, env = "PRESENCE_JWT_LEEWAY_MS", default_value_t = DEFAULT_JWT_LEEWAY_MS)]
+    pub jwt_leeway_ms: u64,
+
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "PRESENCE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "PRESENCE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Told to clients in `Welcome`: send a frame at least this often.
+    #[arg(long, env = "PRESENCE_HEARTBEAT_INTERVAL_MS", default_value_t = DEFAULT_HEARTBEAT_INTERVAL_MS)]
+    pub heartbeat_interval_ms: u64,
+
+    /// A session with no frame for this long is dead.
+    #[arg(long, env = "PRESENCE_SESSION_TTL_MS", default_value_t = DEFAULT_SESSION_TTL_MS)]
+    pub session_ttl_ms: u64,
+
+    /// A stream must send `hello` within this long.
+    #[arg(long, env = "PRESENCE_HELLO_TIMEOUT_MS", default_value_t = DEFAULT_HELLO_TIMEOUT_MS)]
+    pub hello_timeout_ms: u64,
+
+    /// Wait before OFFLINE after an abrupt end.
+    #[arg(long, env = "PRESENCE_OFFLINE_GRACE_MS", default_value_t = DEFAULT_OFFLINE_GRACE_MS)]
+    pub offline_grace_ms: u64,
+
+    /// A node that has not renewed its lease for this long is dead (cluster mode).
+    #[arg(long, env = "PRESENCE_NODE_LEASE_TTL_MS", default_value_t = DEFAULT_NODE_LEASE_TTL_MS)]
+    pub node_lease_ttl_ms: u64,
+
+    /// Watched users per session.
+    #[arg(long, env = "PRESENCE_MAX_SUBSCRIPTIONS", default_value_t = limits::DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+
+    /// Live sessions per user.
+    #[arg(long, env = "PRESENCE_MAX_SESSIONS_PER_USER", default_value_t = limits::DEFAULT_MAX_SESSIONS_PER_USER)]
+    pub max_sessions_per_user: usize,
+
+    /// Ids per `Subscribe`, `Unsubscribe` or `GetPresence`.
+    #[arg(long, env = "PRESENCE_MAX_IDS_PER_REQUEST", default_value_t = limits::DEFAULT_MAX_IDS_PER_REQUEST)]
+    pub max_ids_per_request: usize,
+
+    /// Longest user id, in bytes of UTF-8.
+    #[arg(long, env = "PRESENCE_MAX_USER_ID_BYTES", default_value_t = limits::DEFAULT_MAX_USER_ID_BYTES)]
+    pub max_user_id_bytes: usize,
+
+    /// Longest `status_text`, in bytes of UTF-8.
+    #[arg(long, env = "PRESENCE_MAX_STATUS_TEXT_BYTES", default_value_t = limits::DEFAULT_MAX_STATUS_TEXT_BYTES)]
+    pub max_status_text_bytes: usize,
+
+    /// Longest drain on SIGTERM.
+    #[arg(long, env = "PRESENCE_SHUTDOWN_GRACE_MS", default_value_t = DEFAULT_SHUTDOWN_GRACE_MS)]
+    pub shutdown_grace_ms: u64,
+
+    /// How long a chosen status and last seen outlive the last session.
+    #[arg(long, env = "PRESENCE_STATUS_RETENTION_MS", default_value_t = DEFAULT_STATUS_RETENTION_MS)]
+    pub status_retention_ms: u64,
+
+    /// `set_status` frames per second per session (sustained).
+    #[arg(long, env = "PRESENCE_STATUS_RATE_PER_S", default_value_t = DEFAULT_STATUS_RATE_PER_S)]
+    pub status_rate_per_s: u32,
+
+    /// `set_status` frames allowed in a burst.
+    #[arg(long, env = "PRESENCE_STATUS_RATE_BURST", default_value_t = DEFAULT_STATUS_RATE_BURST)]
+    pub status_rate_burst: u32,
+
+    /// `subscribe` + `unsubscribe` frames per second per session (sustained).
+    #[arg(long, env = "PRESENCE_SUBSCRIBE_RATE_PER_S", default_value_t = DEFAULT_SUBSCRIBE_RATE_PER_S)]
+    pub subscribe_rate_per_s: u32,
+
+    /// `subscribe` + `unsubscribe` frames allowed in a burst.
+    #[arg(long, env = "PRESENCE_SUBSCRIBE_RATE_BURST", default_value_t = DEFAULT_SUBSCRIBE_RATE_BURST)]
+    pub subscribe_rate_burst: u32,
+
+    /// Replies (acks, snapshots, errors) a session may leave unread before it is ended with
+    /// RESOURCE_EXHAUSTED. Updates do not count: they coalesce per user.
+    #[arg(long, env = "PRESENCE_MAX_UNREAD_FRAMES", default_value_t = DEFAULT_MAX_UNREAD_FRAMES)]
+    pub max_unread_frames: usize,
+
+    /// HTTP/2 streams per connection (sessions multiplexed on one connection).
+    #[arg(long, env = "PRESENCE_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+
+    /// Largest decoded client message.
+    #[arg(long, env = "PRESENCE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+
+    /// HTTP/2 ping interval, so a dead peer is found even when it sends nothing.
+    #[arg(long, env = "PRESENCE_KEEPALIVE_INTERVAL_MS", default_value_t = DEFAULT_KEEPALIVE_INTERVAL_MS)]
+    pub keepalive_interval_ms: u64,
+
+    /// A connection whose ping is not answered within this long is closed.
+    #[arg(long, env = "PRESENCE_KEEPALIVE_TIMEOUT_MS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT_MS)]
+    pub keepalive_timeout_ms: u64,
+
+    /// How often silent sessions and ended grace periods are looked for.
+    #[arg(long, env = "PRESENCE_SWEEP_INTERVAL_MS", default_value_t = DEFAULT_SWEEP_INTERVAL_MS)]
+    pub sweep_interval_ms: u64,
+
+    /// Log format; the level comes from RUST_LOG [info].
+    #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A setting that is wrong, named as operators set it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad configuration: {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Parses flags and environment; prints help/version and exits for those.
+    pub fn from_args<I, T>(args: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        match Self::try_parse_from(args) {
+            Ok(config) => {
+                config.validate()?;
+                Ok(config)
+            }
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => Err(bad("arguments", e.to_string().trim().to_owned())),
+        }
+    }
+
+    /// The defaults, as a newcomer gets them with no setting.
+    pub fn defaults() -> Self {
+        Self::try_parse_from(["presence-node"]).expect("defaults parse")
+    }
+
+    /// Checks the invariants between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive: [(&'static str, u64); 9] = [
+            ("PRESENCE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms),
+            ("PRESENCE_SESSION_TTL_MS", self.session_ttl_ms),
+            ("PRESENCE_HELLO_TIMEOUT_MS", self.hello_timeout_ms),
+            ("PRESENCE_NODE_LEASE_TTL_MS", self.node_lease_ttl_ms),
+            ("PRESENCE_SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
+            ("PRESENCE_STATUS_RETENTION_MS", self.status_retention_ms),
+            ("PRESENCE_KEEPALIVE_INTERVAL_MS", self.keepalive_interval_ms),
+            ("PRESENCE_KEEPALIVE_TIMEOUT_MS", self.keepalive_timeout_ms),
+            ("PRESENCE_SWEEP_INTERVAL_MS", self.sweep_interval_ms),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(bad(setting, "must be greater than 0"));
+            }
+        }
+        let counts: [(&'static str, u64); 11] = [
+            ("PRESENCE_MAX_SUBSCRIPTIONS", self.max_subscriptions as u64),
+            (
+                "PRESENCE_MAX_SESSIONS_PER_USER",
+                self.max_sessions_per_user as u64,
+            ),
+            (
+                "PRESENCE_MAX_IDS_PER_REQUEST",
+                self.max_ids_per_request as u64,
+            ),
+            ("PRESENCE_MAX_USER_ID_BYTES", self.max_user_id_bytes as u64),
+            ("PRESENCE_STATUS_RATE_PER_S", self.status_rate_per_s as u64),
+            ("PRESENCE_STATUS_RATE_BURST", self.status_rate_burst as u64),
+            (
+                "PRESENCE_SUBSCRIBE_RATE_PER_S",
+                self.subscribe_rate_per_s as u64,
+            ),
+            (
+                "PRESENCE_SUBSCRIBE_RATE_BURST",
+                self.subscribe_rate_burst as u64,
+            ),
+            ("PRESENCE_MAX_UNREAD_FRAMES", self.max_unread_frames as u64),
+            (
+                "PRESENCE_MAX_CONCURRENT_STREAMS",
+                self.max_concurrent_streams as u64,
+            ),
+            ("PRESENCE_MAX_MESSAGE_BYTES", self.max_message_bytes as u64),
+        ];
+        for (setting, value) in counts {
+            if value == 0 {
+                return Err(bad(setting, "must be at least 1"));
+            }
+        }
+        if self.session_ttl_ms <= self.heartbeat_interval_ms {
+            return Err(bad(
+                "PRESENCE_SESSION_TTL_MS",
+                format!(
+                    "{} must be larger than PRESENCE_HEARTBEAT_INTERVAL_MS ({}), or healthy clients expire",
+                    self.session_ttl_ms, self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if self.ids_frame_bytes() > self.max_message_bytes {
+            return Err(bad(
+                "PRESENCE_MAX_MESSAGE_BYTES",
+                format!(
+                    "{} is too small for a frame of PRESENCE_MAX_IDS_PER_REQUEST ids of PRESENCE_MAX_USER_ID_BYTES bytes ({} bytes)",
+                    self.max_message_bytes,
+                    self.ids_frame_bytes()
+                ),
+            ));
+        }
+        if self.key_prefix.is_empty() {
+            return Err(bad("PRESENCE_KEY_PREFIX", "must not be empty"));
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || id.len() > 128 || id.chars().any(|c| c.is_control() || c == ':') {
+                return Err(bad(
+                    "PRESENCE_NODE_ID",
+                    "must be 1..=128 bytes without control characters or ':'",
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_url {
+            return Err(bad(
+                "PRESENCE_REDIS_URL",
+                format!(
+                    "{url:?}: cluster mode on Redis is not available in this version; unset it to run with the embedded store"
+                ),
+            ));
+        }
+        self.authenticator()?;
+        Ok(())
+    }
+
+    /// Encoded size of the largest legal subscribe frame, with protobuf overhead.
+    fn ids_frame_bytes(&self) -> usize {
+        self.max_ids_per_request * (self.max_user_id_bytes + 3) + 64
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_user_id_bytes: self.max_user_id_bytes,
+            max_status_text_bytes: self.max_status_text_bytes,
+            max_ids_per_request: self.max_ids_per_request,
+            max_subscriptions: self.max_subscriptions,
+            max_sessions_per_user: self.max_sessions_per_user,
+            ..Limits::default()
+        }
+    }
+
+    /// This node's id: the configured one, or hostname + random suffix.
+    pub fn resolved_node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "node".into());
+            let host: String = host.chars().filter(|c| *c != ':').collect();
+            format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff)
+        })
+    }
+
+    /// The authenticator the settings describe.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        match self.auth {
+            AuthMode::Insecure => Ok(Authenticator::insecure()),
+            AuthMode::Jwt => {
+                let (algorithm, key) = match self.jwt_algorithm {
+                    JwtAlgorithm::Hs256 => {
+                        let secret = self.jwt_secret.as_deref().unwrap_or_default();
+                        if secret.is_empty() {
+                            return Err(bad(
+                                "PRESENCE_JWT_SECRET",
+                                "required for PRESENCE_AUTH=jwt with HS256",
+                            ));
+                        }
+                        (
+                            jsonwebtoken::Algorithm::HS256,
+                            JwtKey::Secret(secret.as_bytes().to_vec()),
+                        )
+                    }
+                    JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                        let Some(path) = &self.jwt_public_key_file else {
+                            return Err(bad(
+                                "PRESENCE_JWT_PUBLIC_KEY_FILE",
+                                "required for PRESENCE_AUTH=jwt with RS256 or ES256",
+                            ));
+                        };
+                        let pem = std::fs::read(path).map_err(|e| {
+                            bad(
+                                "PRESENCE_JWT_PUBLIC_KEY_FILE",
+                                format!("cannot read {}: {e}", path.display()),
+                            )
+                        })?;
+                        let algorithm = if self.jwt_algorithm == JwtAlgorithm::Rs256 {
+                            jsonwebtoken::Algorithm::RS256
+                        } else {
+                            jsonwebtoken::Algorithm::ES256
+                        };
+                        (algorithm, JwtKey::PublicKeyPem(pem))
+                    }
+                };
+                Authenticator::jwt(JwtSettings {
+                    algorithm,
+                    key,
+                    leeway_ms: self.jwt_leeway_ms,
+                    issuer: self.jwt_issuer.clone(),
+                    audience: self.jwt_audience.clone(),
+                })
+                .map_err(|e| {
+                    let setting = if self.jwt_algorithm == JwtAlgorithm::Hs256 {
+                        "PRESENCE_JWT_SECRET"
+                    } else {
+                        "PRESENCE_JWT_PUBLIC_KEY_FILE"
+                    };
+                    bad(setting, e)
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        Config::from_args(std::iter::once("presence-node").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_api_table() {
+        let c = Config::defaults();
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.key_prefix, "presence");
+        assert_eq!(c.auth, AuthMode::Insecure);
+        assert_eq!(c.heartbeat_interval_ms, 10_000);
+        assert_eq!(c.session_ttl_ms, 30_000);
+        assert_eq!(c.offline_grace_ms, 3_000);
+        assert_eq!(c.node_lease_ttl_ms, 10_000);
+        assert_eq!(c.max_subscriptions, 10_000);
+        assert_eq!(c.max_sessions_per_user, 16);
+        assert_eq!(c.shutdown_grace_ms, 20_000);
+        assert_eq!(c.status_retention_ms, 2_592_000_000);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn ttl_must_exceed_heartbeat_interval() {
+        let err = parse(&["--session-ttl-ms", "10000"]).unwrap_err();
+        assert_eq!(err.setting, "PRESENCE_SESSION_TTL_MS");
+    }
+
+    #[test]
+    fn unknown_values_are_refused() {
+        let err = parse(&["--auth", "magic"]).unwrap_err();
+        assert!(err.to_string().contains("magic"), "{err}");
+        assert!(parse(&["--max-subscriptions", "-1"]).is_err());
+    }
+
+    #[test]
+    fn jwt_mode_needs_a_key() {
+        assert_eq!(
+            parse(&["--auth", "jwt"]).unwrap_err().setting,
+            "PRESENCE_JWT_SECRET"
+        );
+        assert_eq!(
+            parse(&["--auth", "jwt", "--jwt-algorithm", "RS256"])
+                .unwrap_err()
+                .setting,
+            "PRESENCE_JWT_PUBLIC_KEY_FILE"
+        );
+        assert!(parse(&["--auth", "jwt", "--jwt-secret", "s3cret"]).is_ok());
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        assert_eq!(
+            parse(&["--max-sessions-per-user", "0"])
+                .unwrap_err()
+                .setting,
+            "PRESENCE_MAX_SESSIONS_PER_USER"
+        );
+    }
+
+    #[test]
+    fn generated_node_ids_differ() {
+        let c = Config::defaults();
+        assert_ne!(c.resolved_node_id(), c.resolved_node_id());
+    }
+}

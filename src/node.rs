@@ -1,0 +1,84 @@
+//! What every part of a running node shares: settings, clock, store, actors, the table of
+//! live sessions, and whether the node is draining.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ractor::ActorRef;
+
+use crate::auth::Authenticator;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::presence::{Limits, UserRecord};
+use crate::registry::{RegistryMsg, SessionKey};
+use crate::session::supervisor::SupervisorMsg;
+use crate::session::table::SessionTable;
+use crate::store::Store;
+
+pub struct Node {
+    pub config: Config,
+    pub limits: Limits,
+    pub node_id: String,
+    pub clock: SharedClock,
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+    pub registry: ActorRef<RegistryMsg>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub sessions: SessionTable,
+    /// Set on SIGTERM: new sessions are refused and ending sessions linger.
+    draining: AtomicBool,
+    next_session: AtomicU64,
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        node_id: String,
+        clock: SharedClock,
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        registry: ActorRef<RegistryMsg>,
+        supervisor: ActorRef<SupervisorMsg>,
+    ) -> Self {
+        Self {
+            limits: config.limits(),
+            config,
+            node_id,
+            clock,
+            store,
+            auth,
+            registry,
+            supervisor,
+            sessions: SessionTable::default(),
+            draining: AtomicBool::new(false),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// A new local session key and its cluster-wide session id.
+    pub fn next_session(&self) -> (SessionKey, String) {
+        let key = self.next_session.fetch_add(1, Ordering::Relaxed);
+        (key, format!("{}:{key}", self.node_id))
+    }
+
+    /// Hands changed records to the registry for fan-out.
+    pub fn publish(&self, records: Vec<UserRecord>) {
+        if !records.is_empty() {
+            // Fails only when the registry is gone, i.e. the node is stopping.
+            let _ = self.registry.cast(RegistryMsg::Publish(records));
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Pure presence logic: no actors, no I/O, time passed in.
+//!
+//! - `record`: a user's stored record (chosen status, sessions) and how it turns into the
+//!   `Presence` a viewer sees, with versions and since/last-seen bookkeeping.
+//! - `limits`: the size limits of API.md and the checks that enforce them.
+
+pub mod limits;
+pub mod record;
+
+pub use limits::{LimitError, Limits};
+pub use record::{RecordError, SessionEntry, UserRecord};

@@ -1,0 +1,471 @@
+//! A user's record and its aggregation into what a viewer sees.
+//!
+//! The record is the truth (kept by the store); a `Presence` is a view of it. Others see
+//! an INVISIBLE user exactly as an OFFLINE one; the user themself sees INVISIBLE with the
+//! devices. Every change of the record gets a new version, strictly increasing per user.
+
+use crate::proto::{Presence, Status};
+
+/// One session of the user, on some node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// Unique across nodes (`node_id:counter`).
+    pub session_id: String,
+    /// Device label from `Hello`; a lingering session with the same label is replaced on
+    /// reconnect, so a reconnect never flaps.
+    pub device: String,
+    /// The node that owns the session (whose lease it lives under in cluster mode).
+    pub node_id: String,
+    pub connected_at_ms: u64,
+    /// Set when the session ended abruptly (or while draining): it still counts until then.
+    pub linger_until_ms: Option<u64>,
+}
+
+impl SessionEntry {
+    pub fn is_live(&self) -> bool {
+        self.linger_until_ms.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("user already has {live} live sessions (limit {max})")]
+    TooManySessions { live: usize, max: usize },
+}
+
+/// The stored record of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user_id: String,
+    /// The chosen status: ONLINE, AWAY, BUSY or INVISIBLE (never OFFLINE, which is derived).
+    pub status: Status,
+    pub status_text: String,
+    pub sessions: Vec<SessionEntry>,
+    /// When the status others see last changed.
+    pub since_ms: u64,
+    /// When the user last stopped being visibly online (0: never).
+    pub last_seen_ms: u64,
+    /// Strictly increasing per user; 0 only for a record never written.
+    pub version: u64,
+    /// Last change; the record is dropped `retention` after this once it has no session.
+    pub updated_at_ms: u64,
+}
+
+/// The next version after `prev`. It never goes below the clock (in microseconds-ish units),
+/// so a user whose record was dropped after the retention period and created again still
+/// gets versions above any a watcher saw before.
+pub fn next_version(prev: u64, now_ms: u64) -> u64 {
+    (prev + 1).max(now_ms.saturating_mul(1000))
+}
+
+/// Is this a status a user may choose?
+pub fn is_choosable(status: Status) -> bool {
+    matches!(
+        status,
+        Status::Online | Status::Away | Status::Busy | Status::Invisible
+    )
+}
+
+impl UserRecord {
+    pub fn new(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            status: Status::Online,
+            status_text: String::new(),
+            sessions: Vec::new(),
+            since_ms: 0,
+            last_seen_ms: 0,
+            version: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    /// The status everyone but the user sees.
+    pub fn public_status(&self) -> Status {
+        if self.sessions.is_empty() || self.status == Status::Invisible {
+            Status::Offline
+        } else {
+            self.status
+        }
+    }
+
+    pub fn is_visibly_online(&self) -> bool {
+        self.public_status() != Status::Offline
+    }
+
+    pub fn live_sessions(&self) -> usize {
+        self.sessions.iter().filter(|s| s.is_live()).count()
+    }
+
+    /// Distinct device labels, sorted.
+    pub fn devices(&self) -> Vec<String> {
+        let mut devices: Vec<String> = self.sessions.iter().map(|s| s.device.clone()).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        devices
+    }
+
+    /// What a viewer sees; `viewer_is_owner` when the viewer is this user.
+    pub fn view(&self, viewer_is_owner: bool) -> Presence {
+        let status = if viewer_is_owner && !self.sessions.is_empty() {
+            self.status
+        } else {
+            self.public_status()
+        };
+        let offline = status == Status::Offline;
+        Presence {
+            user_id: self.user_id.clone(),
+            status: status as i32,
+            status_text: if offline {
+                String::new()
+            } else {
+                self.status_text.clone()
+            },
+            devices: if offline { Vec::new() } else { self.devices() },
+            since_ms: self.since_ms,
+            last_seen_ms: if self.is_visibly_online() {
+                0
+            } else {
+                self.last_seen_ms
+            },
+            version: self.version,
+        }
+    }
+
+    /// Adds a session. A lingering session with the same device label is replaced, so a
+    /// reconnect is invisible. `initial` (from `Hello`) is applied in the same change, so
+    /// the session never shows another status first.
+    pub fn open_session(
+        &mut self,
+        entry: SessionEntry,
+        initial: Option<(Status, String)>,
+        max_live_sessions: usize,
+        now_ms: u64,
+    ) -> Result<(), RecordError> {
+        let live = self.live_sessions();
+        if live >= max_live_sessions {
+            return Err(RecordError::TooManySessions {
+                live,
+                max: max_live_sessions,
+            });
+        }
+        let before = self.public_status();
+        self.sessions
+            .retain(|s| s.is_live() || s.device != entry.device);
+        self.sessions.push(entry);
+        if let Some((status, text)) = initial {
+            self.status = status;
+            self.status_text = text;
+        }
+        self.commit(before, now_ms);
+        Ok(())
+    }
+
+    /// Sets the chosen status. Returns false (and changes nothing) when it is already so.
+    pub fn set_status(&mut self, status: Status, text: String, now_ms: u64) -> bool {
+        if self.status == status && self.status_text == text {
+            return false;
+        }
+        let before = self.public_status();
+        self.status = status;
+        self.status_text = text;
+        self.commit(before, now_ms);
+        true
+    }
+
+    /// Ends a session: removed at once, or kept until `linger_until_ms`. Returns false if
+    /// the session is unknown (already replaced or swept).
+    pub fn end_session(
+        &mut self,
+        session_id: &str,
+        linger_until_ms: Option<u64>,
+        now_ms: u64,
+    ) -> bool {
+        let Some(pos) = self
+            .sessions
+            .iter()
+            .position(|s| s.session_id == session_id)
+        else {
+            return false;
+        };
+        let before = self.public_status();
+        match linger_until_ms {
+            Some(until) => self.sessions[pos].linger_until_ms = Some(until),
+            None => {
+                self.sessions.swap_remove(pos);
+            }
+        }
+        self.commit(before, now_ms);
+        true
+    }
+
+    /// Removes lingering sessions whose grace has passed. Returns whether anything changed.
+    pub fn expire_lingering(&mut self, now_ms: u64) -> bool {
+        let before_len = self.sessions.len();
+        let before = self.public_status();
+        self.sessions
+            .retain(|s| s.linger_until_ms.is_none_or(|until| until > now_ms));
+        if self.sessions.len() == before_len {
+            return false;
+        }
+        self.commit(before, now_ms);
+        true
+    }
+
+    /// Removes every session owned by `node_id` (a dead or restarted node). Returns whether
+    /// anything changed.
+    pub fn remove_node_sessions(&mut self, node_id: &str, now_ms: u64) -> bool {
+        let before_len = self.sessions.len();
+        let before = self.public_status();
+        self.sessions.retain(|s| s.node_id != node_id);
+        if self.sessions.len() == before_len {
+            return false;
+        }
+        self.commit(before, now_ms);
+        true
+    }
+
+    /// The earliest grace deadline among lingering sessions.
+    pub fn next_linger_deadline(&self) -> Option<u64> {
+        self.sessions.iter().filter_map(|s| s.linger_until_ms).min()
+    }
+
+    /// Whether the store may forget this record: no session and untouched for `retention_ms`.
+    pub fn is_expired(&self, now_ms: u64, retention_ms: u64) -> bool {
+        self.sessions.is_empty() && self.updated_at_ms.saturating_add(retention_ms) <= now_ms
+    }
+
+    /// Bookkeeping after any change: since/last-seen follow the public status, and the
+    /// version moves on.
+    fn commit(&mut self, before: Status, now_ms: u64) {
+        let after = self.public_status();
+        if after != before {
+            self.since_ms = now_ms;
+            if before != Status::Offline && after == Status::Offline {
+                self.last_seen_ms = now_ms;
+            }
+        }
+        self.version = next_version(self.version, now_ms);
+        self.updated_at_ms = now_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn session(id: &str, device: &str) -> SessionEntry {
+        SessionEntry {
+            session_id: id.into(),
+            device: device.into(),
+            node_id: "n1".into(),
+            connected_at_ms: T0,
+            linger_until_ms: None,
+        }
+    }
+
+    fn online(rec: &mut UserRecord, id: &str, device: &str, now: u64) {
+        rec.open_session(session(id, device), None, 16, now)
+            .unwrap();
+    }
+
+    #[test]
+    fn never_seen_user_is_offline_with_version_zero() {
+        let rec = UserRecord::new("alice");
+        let view = rec.view(false);
+        assert_eq!(view.status, Status::Offline as i32);
+        assert_eq!((view.version, view.last_seen_ms, view.since_ms), (0, 0, 0));
+    }
+
+    #[test]
+    fn first_session_makes_user_online_since_now() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let view = rec.view(false);
+        assert_eq!(view.status, Status::Online as i32);
+        assert_eq!(view.devices, vec!["ios"]);
+        assert_eq!(view.since_ms, T0);
+        assert_eq!(view.last_seen_ms, 0);
+        assert!(view.version > 0);
+    }
+
+    #[test]
+    fn devices_are_distinct_and_sorted() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "web", T0);
+        online(&mut rec, "s2", "ios", T0);
+        online(&mut rec, "s3", "web", T0);
+        assert_eq!(rec.view(false).devices, vec!["ios", "web"]);
+    }
+
+    #[test]
+    fn status_belongs_to_user_and_survives_reconnect() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        assert!(rec.set_status(Status::Busy, "meeting".into(), T0 + 1));
+        assert!(rec.end_session("s1", None, T0 + 2));
+        assert_eq!(rec.view(false).status, Status::Offline as i32);
+        assert_eq!(rec.view(false).status_text, "");
+        online(&mut rec, "s2", "web", T0 + 3);
+        let view = rec.view(false);
+        assert_eq!(view.status, Status::Busy as i32);
+        assert_eq!(view.status_text, "meeting");
+    }
+
+    #[test]
+    fn invisible_looks_offline_to_others_and_invisible_to_owner() {
+        let mut rec = UserRecord::new("alice");
+        rec.open_session(
+            session("s1", "ios"),
+            Some((Status::Invisible, "shh".into())),
+            16,
+            T0,
+        )
+        .unwrap();
+        let other = rec.view(false);
+        assert_eq!(other.status, Status::Offline as i32);
+        assert!(other.devices.is_empty() && other.status_text.is_empty());
+        let own = rec.view(true);
+        assert_eq!(own.status, Status::Invisible as i32);
+        assert_eq!(own.devices, vec!["ios"]);
+        assert_eq!(own.status_text, "shh");
+    }
+
+    #[test]
+    fn starting_invisible_never_shows_online() {
+        let mut rec = UserRecord::new("alice");
+        rec.open_session(
+            session("s1", "ios"),
+            Some((Status::Invisible, String::new())),
+            16,
+            T0,
+        )
+        .unwrap();
+        // Public status never left OFFLINE, so `since` never moved.
+        assert_eq!(rec.since_ms, 0);
+        assert_eq!(rec.public_status(), Status::Offline);
+    }
+
+    #[test]
+    fn last_seen_set_when_user_stops_being_visibly_online() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        rec.end_session("s1", None, T0 + 500);
+        let view = rec.view(false);
+        assert_eq!(view.last_seen_ms, T0 + 500);
+        assert_eq!(view.since_ms, T0 + 500);
+        // Going invisible also counts as stopping being visibly online.
+        online(&mut rec, "s2", "ios", T0 + 600);
+        assert_eq!(rec.view(false).last_seen_ms, 0);
+        rec.set_status(Status::Invisible, String::new(), T0 + 700);
+        assert_eq!(rec.view(false).last_seen_ms, T0 + 700);
+    }
+
+    #[test]
+    fn versions_strictly_increase_even_in_the_same_millisecond() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let v1 = rec.version;
+        rec.set_status(Status::Away, String::new(), T0);
+        let v2 = rec.version;
+        rec.set_status(Status::Busy, String::new(), T0);
+        assert!(v1 < v2 && v2 < rec.version);
+    }
+
+    #[test]
+    fn versions_stay_above_the_clock_after_the_record_was_forgotten() {
+        let mut old = UserRecord::new("alice");
+        online(&mut old, "s1", "ios", T0);
+        let mut fresh = UserRecord::new("alice");
+        online(&mut fresh, "s2", "ios", T0 + 1);
+        assert!(fresh.version > old.version);
+    }
+
+    #[test]
+    fn same_status_again_is_not_a_change() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let v = rec.version;
+        assert!(!rec.set_status(Status::Online, String::new(), T0 + 1));
+        assert_eq!(rec.version, v);
+    }
+
+    #[test]
+    fn lingering_session_counts_until_grace_then_goes() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        rec.end_session("s1", Some(T0 + 3000), T0 + 10);
+        assert_eq!(rec.view(false).status, Status::Online as i32);
+        assert_eq!(rec.view(false).devices, vec!["ios"]);
+        assert_eq!(rec.next_linger_deadline(), Some(T0 + 3000));
+        assert!(!rec.expire_lingering(T0 + 2999));
+        assert!(rec.expire_lingering(T0 + 3000));
+        assert_eq!(rec.view(false).status, Status::Offline as i32);
+        assert_eq!(rec.view(false).last_seen_ms, T0 + 3000);
+    }
+
+    #[test]
+    fn reconnect_of_same_device_replaces_lingering_session_without_public_change() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let before = rec.view(false);
+        rec.end_session("s1", Some(T0 + 3000), T0 + 10);
+        online(&mut rec, "s2", "ios", T0 + 20);
+        let after = rec.view(false);
+        assert_eq!(rec.sessions.len(), 1);
+        assert_eq!(after.status, before.status);
+        assert_eq!(after.devices, before.devices);
+        assert_eq!(after.since_ms, before.since_ms);
+        // The replaced session can no longer take the user offline.
+        assert!(!rec.expire_lingering(T0 + 5000));
+    }
+
+    #[test]
+    fn lingering_session_of_other_device_is_kept() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        rec.end_session("s1", Some(T0 + 3000), T0 + 10);
+        online(&mut rec, "s2", "web", T0 + 20);
+        assert_eq!(rec.view(false).devices, vec!["ios", "web"]);
+        rec.expire_lingering(T0 + 3000);
+        assert_eq!(rec.view(false).devices, vec!["web"]);
+    }
+
+    #[test]
+    fn live_session_cap_ignores_lingering_sessions() {
+        let mut rec = UserRecord::new("alice");
+        for i in 0..2 {
+            online(&mut rec, &format!("s{i}"), &format!("d{i}"), T0);
+        }
+        let err = rec
+            .open_session(session("s9", "d9"), None, 2, T0)
+            .unwrap_err();
+        assert_eq!(err, RecordError::TooManySessions { live: 2, max: 2 });
+        rec.end_session("s0", Some(T0 + 3000), T0);
+        rec.open_session(session("s9", "d9"), None, 2, T0).unwrap();
+    }
+
+    #[test]
+    fn removing_a_dead_nodes_sessions() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let mut other = session("s2", "web");
+        other.node_id = "n2".into();
+        rec.open_session(other, None, 16, T0).unwrap();
+        assert!(rec.remove_node_sessions("n1", T0 + 1));
+        assert_eq!(rec.view(false).devices, vec!["web"]);
+        assert!(!rec.remove_node_sessions("n1", T0 + 2));
+    }
+
+    #[test]
+    fn retention_forgets_only_idle_records_without_sessions() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        assert!(!rec.is_expired(T0 + 10_000, 1000));
+        rec.end_session("s1", None, T0 + 1);
+        assert!(!rec.is_expired(T0 + 1000, 1000));
+        assert!(rec.is_expired(T0 + 1001, 1000));
+    }
+}

@@ -1,0 +1,186 @@
+//! The registry actor: which local sessions watch which users.
+//!
+//! It fans a changed record out to the local watchers of its user, computing the two views
+//! (public and owner) once per change. The first local watcher of a user and the last one
+//! leaving are the interest changes that cluster mode turns into channel (un)subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::presence::UserRecord;
+use crate::session::outbox::{Outbox, ViewPair};
+
+/// Local key of a session on this node.
+pub type SessionKey = u64;
+
+pub enum RegistryMsg {
+    /// Adds `session` as a watcher of `user_ids`; replies once registered, so a snapshot read
+    /// after the reply cannot miss a change fanned out later.
+    Watch {
+        session: SessionKey,
+        outbox: Arc<Outbox>,
+        user_ids: Vec<String>,
+        reply: RpcReplyPort<()>,
+    },
+    /// Removes `session` as a watcher of `user_ids`.
+    Unwatch {
+        session: SessionKey,
+        user_ids: Vec<String>,
+    },
+    /// Changed records to fan out.
+    Publish(Vec<UserRecord>),
+    /// Number of (user, watching session) pairs; for tests and stats.
+    Count(RpcReplyPort<(usize, usize)>),
+}
+
+pub struct Registry;
+
+#[derive(Default)]
+pub struct RegistryState {
+    /// user id -> the local sessions watching it.
+    watchers: HashMap<String, HashMap<SessionKey, Arc<Outbox>>>,
+}
+
+impl RegistryState {
+    fn watch(&mut self, session: SessionKey, outbox: &Arc<Outbox>, user_ids: Vec<String>) {
+        for user in user_ids {
+            self.watchers
+                .entry(user)
+                .or_default()
+                .insert(session, outbox.clone());
+        }
+    }
+
+    fn unwatch(&mut self, session: SessionKey, user_ids: &[String]) {
+        for user in user_ids {
+            if let Some(sessions) = self.watchers.get_mut(user) {
+                sessions.remove(&session);
+                if sessions.is_empty() {
+                    self.watchers.remove(user);
+                }
+            }
+        }
+    }
+
+    fn publish(&self, records: Vec<UserRecord>) {
+        for record in records {
+            let Some(sessions) = self.watchers.get(&record.user_id) else {
+                continue;
+            };
+            let pair = ViewPair::new(record.view(false), record.view(true));
+            for outbox in sessions.values() {
+                outbox.offer(&pair);
+            }
+        }
+    }
+
+    fn count(&self) -> (usize, usize) {
+        let pairs = self.watchers.values().map(HashMap::len).sum();
+        (self.watchers.len(), pairs)
+    }
+}
+
+impl Actor for Registry {
+    type Msg = RegistryMsg;
+    type State = RegistryState;
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(RegistryState::default())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RegistryMsg::Watch {
+                session,
+                outbox,
+                user_ids,
+                reply,
+            } => {
+                state.watch(session, &outbox, user_ids);
+                // The session may have gone meanwhile; nothing to do then.
+                let _ = reply.send(());
+            }
+            RegistryMsg::Unwatch { session, user_ids } => state.unwatch(session, &user_ids),
+            RegistryMsg::Publish(records) => state.publish(records),
+            RegistryMsg::Count(reply) => {
+                let _ = reply.send(state.count());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presence::SessionEntry;
+
+    #[test]
+    fn last_watcher_leaving_forgets_the_user() {
+        let mut state = RegistryState::default();
+        let a = Outbox::new("a", 8);
+        let b = Outbox::new("b", 8);
+        state.watch(1, &a, vec!["bob".into(), "carol".into()]);
+        state.watch(2, &b, vec!["bob".into()]);
+        assert_eq!(state.count(), (2, 3));
+        state.unwatch(1, &["bob".into(), "carol".into()]);
+        assert_eq!(state.count(), (1, 1));
+        state.unwatch(2, &["bob".into()]);
+        assert_eq!(state.count(), (0, 0));
+    }
+
+    #[test]
+    fn publish_reaches_only_watchers_of_that_user() {
+        let mut state = RegistryState::default();
+        let a = Outbox::new("a", 8);
+        let b = Outbox::new("b", 8);
+        for (outbox, user) in [(&a, "bob"), (&b, "carol")] {
+            outbox.begin_watch(&[user.to_string()]);
+            outbox
+                .complete_snapshot(1, vec![UserRecord::new(user).view(false)])
+                .unwrap();
+        }
+        state.watch(1, &a, vec!["bob".into()]);
+        state.watch(2, &b, vec!["carol".into()]);
+        let mut bob = UserRecord::new("bob");
+        bob.open_session(
+            SessionEntry {
+                session_id: "s".into(),
+                device: "ios".into(),
+                node_id: "n".into(),
+                connected_at_ms: 1,
+                linger_until_ms: None,
+            },
+            None,
+            16,
+            1_000,
+        )
+        .unwrap();
+        state.publish(vec![bob]);
+        assert_eq!(a.coalesced(), 0);
+        // a: snapshot + one update queued; b: snapshot only.
+        use futures::{FutureExt, StreamExt};
+        let count = |o: &Arc<Outbox>| {
+            let mut s = crate::session::outbox::OutboxStream::new(o.clone());
+            let mut n = 0;
+            while let Some(Some(_)) = s.next().now_or_never() {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(count(&a), 2);
+        assert_eq!(count(&b), 1);
+    }
+}

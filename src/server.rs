@@ -1,0 +1,174 @@
+//! Starting, serving and draining a node.
+//!
+//! Shutdown is an injected future. When it completes the node drains: health turns
+//! NOT_SERVING, new sessions are refused, every session is told to `Reconnect` (jittered),
+//! and whatever is still open when the grace runs out is ended with UNAVAILABLE. The
+//! transport is then stopped, and abandoned if a connection still holds it, so the node
+//! exits within the grace even when clients never close.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::Actor;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::node::Node;
+use crate::proto::presence_service_server::PresenceServiceServer;
+use crate::registry::Registry;
+use crate::service::PresenceApi;
+use crate::session::supervisor::SessionSupervisor;
+use crate::session::SessionMsg;
+use crate::store::MemoryStore;
+use crate::sweeper;
+
+/// The gRPC service name of `PresenceService`, as health checks name it.
+pub const SERVICE_NAME: &str = "presence.v1.PresenceService";
+
+/// Errors that stop a node from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("bad configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot start actor: {0}")]
+    Actor(String),
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Builds a node: store, actors and sweeper. The node serves nothing until `serve`.
+pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, ServerError> {
+    let auth = config.authenticator()?;
+    if auth.is_insecure() {
+        warn!("PRESENCE_AUTH=insecure: callers choose their identity with x-user-id; never expose this node");
+    }
+    let store = Arc::new(MemoryStore::new(config.status_retention_ms));
+    let (registry, _) = Actor::spawn(None, Registry, ())
+        .await
+        .map_err(|e| ServerError::Actor(e.to_string()))?;
+    let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ())
+        .await
+        .map_err(|e| ServerError::Actor(e.to_string()))?;
+    let node_id = config.resolved_node_id();
+    Ok(Arc::new(Node::new(
+        config, node_id, clock, store, auth, registry, supervisor,
+    )))
+}
+
+/// Serves `node` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let config = node.config.clone();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let presence = PresenceServiceServer::new(PresenceApi::new(node.clone()))
+        .max_decoding_message_size(config.max_message_bytes);
+
+    let addr = listener.local_addr().ok();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut transport = tokio::spawn(
+        Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
+            .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(presence)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            }),
+    );
+    let sweeper = tokio::spawn(sweeper::run(node.clone()));
+    info!(node_id = %node.node_id, addr = ?addr, "presence node serving");
+
+    tokio::select! {
+        _ = shutdown => {}
+        result = &mut transport => {
+            sweeper.abort();
+            return match result {
+                Ok(r) => r.map_err(ServerError::from),
+                Err(e) => Err(ServerError::Actor(format!("transport task: {e}"))),
+            };
+        }
+    }
+
+    // Drain.
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let deadline = tokio::time::Instant::now() + grace;
+    // Kept back from the grace to end the last streams and stop the transport.
+    let margin = (grace / 4).min(Duration::from_millis(1000));
+    node.start_draining();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    let actors = node.sessions.actors();
+    info!(
+        sessions = actors.len(),
+        grace_ms = config.shutdown_grace_ms,
+        "draining"
+    );
+    // Reconnects spread over half the offline grace, so devices come back (elsewhere)
+    // before their lingering sessions expire: watchers see no OFFLINE.
+    let spread = (config.offline_grace_ms / 2).max(1);
+    for actor in actors {
+        let retry_after_ms = rand::random_range(0..=spread);
+        let _ = actor.cast(SessionMsg::Drain { retry_after_ms });
+    }
+    let drained = tokio::time::timeout_at(deadline - margin, node.sessions.wait_empty()).await;
+    if drained.is_err() {
+        let left = node.sessions.actors();
+        warn!(
+            sessions = left.len(),
+            "shutdown grace ran out; ending the remaining sessions with UNAVAILABLE"
+        );
+        for actor in left {
+            let _ = actor.cast(SessionMsg::Shutdown);
+        }
+        let _ = tokio::time::timeout_at(deadline - margin / 2, node.sessions.wait_empty()).await;
+    }
+    let _ = stop_tx.send(());
+    if tokio::time::timeout_at(deadline, &mut transport)
+        .await
+        .is_err()
+    {
+        warn!("connections still open at the end of the shutdown grace; closing them");
+        transport.abort();
+    }
+    sweeper.abort();
+    node.supervisor.stop(None);
+    node.registry.stop(None);
+    info!("presence node stopped");
+    Ok(())
+}
+
+/// `start` then `serve`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let node = start(config, clock).await?;
+    serve(node, listener, shutdown).await
+}

@@ -1,0 +1,126 @@
+//! The gRPC edge of `presence.v1.PresenceService`: identity, admission, and the one place
+//! where internal errors become `tonic::Status`.
+
+use std::sync::Arc;
+
+use ractor::rpc::CallResult;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{AuthError, Identity};
+use crate::node::Node;
+use crate::presence::UserRecord;
+use crate::proto::presence_service_server::PresenceService;
+use crate::proto::{ClientFrame, GetPresenceRequest, GetPresenceResponse};
+use crate::session::outbox::{Outbox, OutboxStream};
+use crate::session::supervisor::SupervisorMsg;
+use crate::session::SessionArgs;
+use crate::store::StoreError;
+
+pub struct PresenceApi {
+    node: Arc<Node>,
+}
+
+impl PresenceApi {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// The caller's identity, checked once when the call starts.
+    fn identify(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Identity, Status> {
+        let identity = self
+            .node
+            .auth
+            .authenticate(metadata, self.node.now_ms())
+            .map_err(auth_status)?;
+        self.node
+            .limits
+            .check_user_id(&identity.user_id)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        Ok(identity)
+    }
+}
+
+fn auth_status(e: AuthError) -> Status {
+    Status::unauthenticated(e.to_string())
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Unavailable(msg) => Status::unavailable(msg),
+        StoreError::Record(e) => Status::resource_exhausted(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl PresenceService for PresenceApi {
+    type SessionStream = OutboxStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<ClientFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let identity = self.identify(request.metadata())?;
+        if self.node.is_draining() {
+            return Err(Status::unavailable(
+                "node draining; reconnect to another node",
+            ));
+        }
+        let outbox = Outbox::new(identity.user_id.clone(), self.node.config.max_unread_frames);
+        let (key, session_id) = self.node.next_session();
+        let args = SessionArgs {
+            node: self.node.clone(),
+            key,
+            session_id,
+            identity,
+            outbox: outbox.clone(),
+            inbound: request.into_inner(),
+        };
+        let spawned = self
+            .node
+            .supervisor
+            .call(|reply| SupervisorMsg::Spawn(Box::new(args), reply), None)
+            .await;
+        match spawned {
+            Ok(CallResult::Success(Ok(_))) => Ok(Response::new(OutboxStream::new(outbox))),
+            _ => Err(Status::unavailable("cannot start a session; node stopping")),
+        }
+    }
+
+    async fn get_presence(
+        &self,
+        request: Request<GetPresenceRequest>,
+    ) -> Result<Response<GetPresenceResponse>, Status> {
+        let identity = self.identify(request.metadata())?;
+        let ids = request.into_inner().user_ids;
+        let limits = &self.node.limits;
+        if ids.len() > limits.max_ids_per_request {
+            return Err(Status::invalid_argument(format!(
+                "{} ids in one request, the limit is {}",
+                ids.len(),
+                limits.max_ids_per_request
+            )));
+        }
+        for id in &ids {
+            limits
+                .check_user_id(id)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let records = self
+            .node
+            .store
+            .get(&ids, self.node.now_ms())
+            .await
+            .map_err(store_status)?;
+        let presences = ids
+            .iter()
+            .zip(records)
+            .map(|(id, record)| {
+                let owner = *id == identity.user_id;
+                record
+                    .unwrap_or_else(|| UserRecord::new(id.as_str()))
+                    .view(owner)
+            })
+            .collect();
+        Ok(Response::new(GetPresenceResponse { presences }))
+    }
+}

@@ -1,0 +1,516 @@
+//! The session actor: one per `Session` call.
+//!
+//! It owns the device's session: its identity, device label, watch list (in the outbox),
+//! rate limiters and how it ends. A reader task forwards inbound frames and waits for each
+//! to be handled, so a flooding client is slowed down instead of queueing without bound.
+//! How a session ends decides when it stops counting (API.md, semantics 3).
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinHandle;
+use tonic::Streaming;
+use tracing::{debug, warn};
+
+use super::outbox::{Outbox, Overflow};
+use super::table::SessionSlot;
+use crate::auth::Identity;
+use crate::node::Node;
+use crate::presence::{LimitError, SessionEntry, UserRecord};
+use crate::proto::{
+    client_frame, server_frame, Ack, ClientFrame, Error as ErrorFrame, ErrorCode, Heartbeat,
+    HeartbeatAck, Hello, Reconnect, SetStatus, Subscribe, Unsubscribe, Welcome,
+};
+use crate::registry::{RegistryMsg, SessionKey};
+use crate::store::{Op, StoreError};
+
+pub enum SessionMsg {
+    /// A frame from the device; the reader waits for the reply before reading the next.
+    Frame(ClientFrame, RpcReplyPort<()>),
+    /// The inbound stream ended: `None` for a clean half-close, else the transport error.
+    InboundEnded(Option<tonic::Status>),
+    /// The sweeper found the session past a deadline.
+    Expire(Expiry),
+    /// The node is draining: tell the device to reconnect elsewhere.
+    Drain { retry_after_ms: u64 },
+    /// The shutdown grace is over: end now with UNAVAILABLE.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No frame within the TTL (or no hello within the hello timeout).
+    Silent,
+    /// The credential (JWT) expired.
+    CredentialExpired,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// Clean half-close by the client: stops counting at once.
+    Clean,
+    /// TTL (or hello timeout) passed: at once, the TTL already waited.
+    Silent,
+    CredentialExpired,
+    /// Reset or transport error: lingers for the offline grace.
+    Abrupt(tonic::Status),
+    /// The session was refused (bad hello, limits, draining) or broke the protocol.
+    Refused(tonic::Status),
+    /// The device does not read its replies.
+    SlowConsumer,
+    /// Still open when the shutdown grace ran out.
+    ShutdownGraceOver,
+    /// The actor stopped without saying why (crash, node stop).
+    Stopped,
+}
+
+impl End {
+    /// Whether the session keeps counting for the offline grace, so a quick reconnect is
+    /// invisible to watchers.
+    fn lingers(&self) -> bool {
+        matches!(
+            self,
+            End::Abrupt(_) | End::SlowConsumer | End::ShutdownGraceOver | End::Stopped
+        )
+    }
+
+    fn stream_result(&self) -> Result<(), tonic::Status> {
+        match self {
+            End::Clean => Ok(()),
+            End::Silent => Err(tonic::Status::deadline_exceeded(
+                "no frame within the session ttl",
+            )),
+            End::CredentialExpired => Err(tonic::Status::unauthenticated("credential expired")),
+            End::Abrupt(status) | End::Refused(status) => Err(status.clone()),
+            End::SlowConsumer => Err(tonic::Status::resource_exhausted(
+                "slow consumer: too many unread frames",
+            )),
+            End::ShutdownGraceOver => Err(tonic::Status::unavailable("node shutting down")),
+            End::Stopped => Err(tonic::Status::unavailable("session stopped")),
+        }
+    }
+}
+
+impl From<Overflow> for End {
+    fn from(_: Overflow) -> Self {
+        End::SlowConsumer
+    }
+}
+
+pub struct SessionArgs {
+    pub node: Arc<Node>,
+    pub key: SessionKey,
+    pub session_id: String,
+    pub identity: Identity,
+    pub outbox: Arc<Outbox>,
+    pub inbound: Streaming<ClientFrame>,
+}
+
+pub struct SessionActor;
+
+pub struct SessionState {
+    node: Arc<Node>,
+    key: SessionKey,
+    user_id: String,
+    session_id: String,
+    /// Set once `hello` was accepted and the session counts in the store.
+    device: Option<String>,
+    outbox: Arc<Outbox>,
+    status_limiter: DefaultDirectRateLimiter,
+    subscribe_limiter: DefaultDirectRateLimiter,
+    reader: Option<JoinHandle<()>>,
+    ended: bool,
+}
+
+fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
+    let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(per_second);
+    RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+}
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let node = args.node;
+        let config = &node.config;
+        let deadline = Arc::new(AtomicU64::new(node.now_ms() + config.hello_timeout_ms));
+        node.sessions.insert(
+            args.key,
+            SessionSlot {
+                user_id: args.identity.user_id.clone(),
+                session_id: args.session_id.clone(),
+                actor: myself.clone(),
+                outbox: args.outbox.clone(),
+                deadline_ms: deadline.clone(),
+                credential_expires_ms: args.identity.expires_at_ms,
+            },
+        );
+        let reader = tokio::spawn(read_frames(args.inbound, myself, deadline, node.clone()));
+        Ok(SessionState {
+            status_limiter: limiter(config.status_rate_per_s, config.status_rate_burst),
+            subscribe_limiter: limiter(config.subscribe_rate_per_s, config.subscribe_rate_burst),
+            key: args.key,
+            user_id: args.identity.user_id,
+            session_id: args.session_id,
+            device: None,
+            outbox: args.outbox,
+            reader: Some(reader),
+            ended: false,
+            node,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.ended {
+            return Ok(());
+        }
+        let outcome = match message {
+            SessionMsg::Frame(frame, reply) => {
+                let outcome = state.on_frame(frame).await;
+                let _ = reply.send(());
+                outcome
+            }
+            SessionMsg::InboundEnded(None) => Err(End::Clean),
+            SessionMsg::InboundEnded(Some(status)) => Err(End::Abrupt(status)),
+            SessionMsg::Expire(Expiry::Silent) => Err(End::Silent),
+            SessionMsg::Expire(Expiry::CredentialExpired) => Err(End::CredentialExpired),
+            SessionMsg::Drain { retry_after_ms } => state
+                .outbox
+                .push(server_frame::Kind::Reconnect(Reconnect {
+                    reason: "node draining".into(),
+                    retry_after_ms,
+                }))
+                .map_err(End::from),
+            SessionMsg::Shutdown => Err(End::ShutdownGraceOver),
+        };
+        if let Err(end) = outcome {
+            state.finish(end).await;
+            myself.stop(None);
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.finish(End::Stopped).await;
+        Ok(())
+    }
+}
+
+/// Reads the device's frames and hands each to the actor, waiting for it to be handled.
+async fn read_frames(
+    mut inbound: Streaming<ClientFrame>,
+    actor: ActorRef<SessionMsg>,
+    deadline: Arc<AtomicU64>,
+    node: Arc<Node>,
+) {
+    let ttl = node.config.session_ttl_ms;
+    loop {
+        match inbound.message().await {
+            Ok(Some(frame)) => {
+                // Any frame counts as liveness.
+                deadline.store(node.now_ms() + ttl, Ordering::Relaxed);
+                match actor
+                    .call(|reply| SessionMsg::Frame(frame, reply), None)
+                    .await
+                {
+                    Ok(CallResult::Success(())) => {}
+                    _ => return,
+                }
+            }
+            Ok(None) => {
+                let _ = actor.cast(SessionMsg::InboundEnded(None));
+                return;
+            }
+            Err(status) => {
+                let _ = actor.cast(SessionMsg::InboundEnded(Some(status)));
+                return;
+            }
+        }
+    }
+}
+
+fn error_frame(reference: u64, code: ErrorCode, message: impl Into<String>) -> server_frame::Kind {
+    server_frame::Kind::Error(ErrorFrame {
+        r#ref: reference,
+        code: code as i32,
+        message: message.into(),
+    })
+}
+
+impl SessionState {
+    /// Handles one frame; `Err` ends the session.
+    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+        let reference = frame.r#ref;
+        let Some(kind) = frame.kind else {
+            return self.refuse(reference, ErrorCode::InvalidArgument, "empty frame");
+        };
+        if self.device.is_none() {
+            return match kind {
+                client_frame::Kind::Hello(hello) => self.on_hello(hello).await,
+                _ => Err(End::Refused(tonic::Status::invalid_argument(
+                    "the first frame must be hello",
+                ))),
+            };
+        }
+        match kind {
+            client_frame::Kind::Hello(_) => self.refuse(
+                reference,
+                ErrorCode::FailedPrecondition,
+                "hello was already received",
+            ),
+            client_frame::Kind::Heartbeat(Heartbeat {}) => {
+                Ok(self
+                    .outbox
+                    .push(server_frame::Kind::HeartbeatAck(HeartbeatAck {
+                        server_time_ms: self.node.now_ms(),
+                    }))?)
+            }
+            client_frame::Kind::SetStatus(set) => self.on_set_status(reference, set).await,
+            client_frame::Kind::Subscribe(sub) => self.on_subscribe(reference, sub).await,
+            client_frame::Kind::Unsubscribe(unsub) => self.on_unsubscribe(reference, unsub),
+        }
+    }
+
+    /// Answers a frame with an `Error`; the session goes on.
+    fn refuse(
+        &self,
+        reference: u64,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Result<(), End> {
+        Ok(self.outbox.push(error_frame(reference, code, message))?)
+    }
+
+    fn refuse_limit(&self, reference: u64, err: LimitError) -> Result<(), End> {
+        self.refuse(reference, err.code(), err.to_string())
+    }
+
+    async fn on_hello(&mut self, hello: Hello) -> Result<(), End> {
+        let limits = &self.node.limits;
+        let invalid = |e: LimitError| End::Refused(tonic::Status::invalid_argument(e.to_string()));
+        limits.check_device(&hello.device).map_err(invalid)?;
+        let initial = match hello.status {
+            Some(status) => Some((
+                limits
+                    .check_choice(status, &hello.status_text)
+                    .map_err(invalid)?,
+                hello.status_text,
+            )),
+            None => None,
+        };
+        if self.node.is_draining() {
+            return Err(End::Refused(tonic::Status::unavailable("node draining")));
+        }
+        let now = self.node.now_ms();
+        let op = Op::Open {
+            user_id: self.user_id.clone(),
+            session: SessionEntry {
+                session_id: self.session_id.clone(),
+                device: hello.device.clone(),
+                node_id: self.node.node_id.clone(),
+                connected_at_ms: now,
+                linger_until_ms: None,
+            },
+            initial,
+            max_live_sessions: limits.max_sessions_per_user,
+        };
+        match self.node.store.apply_one(op, now).await {
+            Ok(changed) => self.node.publish(changed.into_iter().collect()),
+            Err(StoreError::Record(e)) => {
+                return Err(End::Refused(tonic::Status::resource_exhausted(
+                    e.to_string(),
+                )))
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                return Err(End::Refused(tonic::Status::unavailable(e.to_string())))
+            }
+        }
+        self.device = Some(hello.device);
+        debug!(user = %self.user_id, session = %self.session_id, "session opened");
+        let config = &self.node.config;
+        Ok(self.outbox.push(server_frame::Kind::Welcome(Welcome {
+            session_id: self.session_id.clone(),
+            user_id: self.user_id.clone(),
+            node_id: self.node.node_id.clone(),
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            session_ttl_ms: config.session_ttl_ms,
+            max_subscriptions: u32::try_from(config.max_subscriptions).unwrap_or(u32::MAX),
+        }))?)
+    }
+
+    async fn on_set_status(&mut self, reference: u64, set: SetStatus) -> Result<(), End> {
+        if self.status_limiter.check().is_err() {
+            return self.refuse(
+                reference,
+                ErrorCode::RateLimited,
+                "too many set_status frames",
+            );
+        }
+        let status = match self.node.limits.check_choice(set.status, &set.status_text) {
+            Ok(status) => status,
+            Err(e) => return self.refuse_limit(reference, e),
+        };
+        let now = self.node.now_ms();
+        let op = Op::SetStatus {
+            user_id: self.user_id.clone(),
+            status,
+            text: set.status_text,
+        };
+        match self.node.store.apply_one(op, now).await {
+            Ok(changed) => self.node.publish(changed.into_iter().collect()),
+            Err(e) => return self.refuse(reference, ErrorCode::Unavailable, e.to_string()),
+        }
+        Ok(self
+            .outbox
+            .push(server_frame::Kind::Ack(Ack { r#ref: reference }))?)
+    }
+
+    async fn on_subscribe(&mut self, reference: u64, sub: Subscribe) -> Result<(), End> {
+        if self.subscribe_limiter.check().is_err() {
+            return self.refuse(
+                reference,
+                ErrorCode::RateLimited,
+                "too many subscribe frames",
+            );
+        }
+        let limits = &self.node.limits;
+        let ids = match limits.check_ids(&sub.user_ids) {
+            Ok(ids) => ids,
+            Err(e) => return self.refuse_limit(reference, e),
+        };
+        let would_watch = self.outbox.watch_count() + self.outbox.count_unwatched(&ids);
+        if would_watch > limits.max_subscriptions {
+            let err = LimitError::TooManySubscriptions {
+                would_watch,
+                max: limits.max_subscriptions,
+            };
+            return self.refuse_limit(reference, err);
+        }
+        // Register before reading, so no change between the read and the registration is
+        // missed; the outbox drops what the snapshot already covers.
+        let added = self.outbox.begin_watch(&ids);
+        if !added.is_empty() {
+            let registered = self
+                .node
+                .registry
+                .call(
+                    |reply| RegistryMsg::Watch {
+                        session: self.key,
+                        outbox: self.outbox.clone(),
+                        user_ids: added.clone(),
+                        reply,
+                    },
+                    None,
+                )
+                .await;
+            if !matches!(registered, Ok(CallResult::Success(()))) {
+                self.outbox.unwatch(&added);
+                return self.refuse(reference, ErrorCode::Unavailable, "node stopping");
+            }
+        }
+        let records = match self.node.store.get(&ids, self.node.now_ms()).await {
+            Ok(records) => records,
+            Err(e) => {
+                self.outbox.unwatch(&added);
+                let _ = self.node.registry.cast(RegistryMsg::Unwatch {
+                    session: self.key,
+                    user_ids: added,
+                });
+                return self.refuse(reference, ErrorCode::Unavailable, e.to_string());
+            }
+        };
+        let views = ids
+            .iter()
+            .zip(records)
+            .map(|(id, record)| {
+                let owner = *id == self.user_id;
+                match record {
+                    Some(record) => record.view(owner),
+                    None => UserRecord::new(id.as_str()).view(owner),
+                }
+            })
+            .collect();
+        Ok(self.outbox.complete_snapshot(reference, views)?)
+    }
+
+    fn on_unsubscribe(&mut self, reference: u64, unsub: Unsubscribe) -> Result<(), End> {
+        if self.subscribe_limiter.check().is_err() {
+            return self.refuse(
+                reference,
+                ErrorCode::RateLimited,
+                "too many unsubscribe frames",
+            );
+        }
+        let ids = match self.node.limits.check_ids(&unsub.user_ids) {
+            Ok(ids) => ids,
+            Err(e) => return self.refuse_limit(reference, e),
+        };
+        let removed = self.outbox.unwatch(&ids);
+        if !removed.is_empty() {
+            let _ = self.node.registry.cast(RegistryMsg::Unwatch {
+                session: self.key,
+                user_ids: removed,
+            });
+        }
+        Ok(self
+            .outbox
+            .push(server_frame::Kind::Ack(Ack { r#ref: reference }))?)
+    }
+
+    /// Ends the session once: the store forgets it (now or after the grace), watchers are
+    /// told, the registry forgets its watch list and the stream ends.
+    async fn finish(&mut self, end: End) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        self.node.sessions.remove(self.key);
+        if self.device.is_some() {
+            let now = self.node.now_ms();
+            let linger = end.lingers() || self.node.is_draining();
+            let op = Op::End {
+                user_id: self.user_id.clone(),
+                session_id: self.session_id.clone(),
+                linger_until_ms: linger.then(|| now + self.node.config.offline_grace_ms),
+            };
+            match self.node.store.apply_one(op, now).await {
+                Ok(changed) => self.node.publish(changed.into_iter().collect()),
+                Err(e) => warn!(user = %self.user_id, session = %self.session_id, error = %e,
+                    "could not record the end of a session"),
+            }
+        }
+        let watched = self.outbox.watched_ids();
+        if !watched.is_empty() {
+            let _ = self.node.registry.cast(RegistryMsg::Unwatch {
+                session: self.key,
+                user_ids: watched,
+            });
+        }
+        debug!(user = %self.user_id, session = %self.session_id, end = ?end, "session ended");
+        self.outbox.close(end.stream_result());
+    }
+}

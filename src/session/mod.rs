@@ -1,0 +1,13 @@
+//! One device's `Session` stream.
+//!
+//! - `actor`: the session actor (hello, heartbeats, status, subscriptions, how it ends).
+//! - `outbox`: the outbound queue that is also the response stream; coalesces per user.
+//! - `table`: the node's live sessions, with the liveness deadlines the sweeper checks.
+//! - `supervisor`: spawns session actors and cleans up after one that crashed.
+
+pub mod actor;
+pub mod outbox;
+pub mod supervisor;
+pub mod table;
+
+pub use actor::{SessionArgs, SessionMsg};

@@ -1,0 +1,567 @@
+//! The outbound side of one session: what the node still has to send to the device.
+//!
+//! It is the response stream itself (no writer task, no channel): the transport pulls a
+//! frame when HTTP/2 flow control lets it, so a slow reader leaves updates here, where they
+//! are coalesced to the latest per user. Memory is bounded by the watch list (one pending
+//! entry per watched user) plus `max_control_frames` replies; past that the session ends
+//! with RESOURCE_EXHAUSTED.
+//!
+//! It also holds the watch list, because what may be sent depends on it: a watcher gets an
+//! update only when its view of a user changed, its versions per user strictly increase,
+//! and nothing reaches it for a user before that user's `Snapshot`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use futures::Stream;
+
+use crate::proto::{server_frame, Presence, PresenceUpdate, ServerFrame, Snapshot};
+
+/// Most users in one `PresenceUpdate` frame; keeps frames well under the message size limit.
+const MAX_UPDATE_BATCH: usize = 256;
+
+/// Both views of one user's record at one version, computed once per fan-out and shared by
+/// every local watcher.
+#[derive(Debug, Clone)]
+pub struct ViewPair {
+    pub user_id: String,
+    /// What everyone but the user sees.
+    pub public: Presence,
+    pub public_hash: u64,
+    /// What the user themself sees.
+    pub owner: Presence,
+    pub owner_hash: u64,
+}
+
+impl ViewPair {
+    pub fn new(public: Presence, owner: Presence) -> Self {
+        Self {
+            user_id: public.user_id.clone(),
+            public_hash: view_hash(&public),
+            owner_hash: view_hash(&owner),
+            public,
+            owner,
+        }
+    }
+}
+
+/// Hash of what a watcher can see, the version excluded: equal hashes mean "nothing to tell".
+pub fn view_hash(p: &Presence) -> u64 {
+    let mut h = DefaultHasher::new();
+    (
+        p.status,
+        &p.status_text,
+        &p.devices,
+        p.since_ms,
+        p.last_seen_ms,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// Why no more frames can be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overflow {
+    /// The control queue is full: the device does not read.
+    SlowConsumer,
+    /// The stream is already ending.
+    Closed,
+}
+
+/// One watched user.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Highest version observed (sent, queued or skipped): anything older is stale.
+    seen_version: u64,
+    /// Hash of the view the device has (last sent).
+    sent_hash: u64,
+    /// The latest view not yet sent.
+    pending: Option<(Presence, u64)>,
+    /// Whether the user id is in `Inner::queue`.
+    queued: bool,
+    /// Subscribed but the snapshot is not queued yet: updates wait here.
+    awaiting_snapshot: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Replies (welcome, snapshots, acks, errors, heartbeat acks, reconnect), in order.
+    control: VecDeque<ServerFrame>,
+    watches: HashMap<String, Watch>,
+    /// Users with a pending update, in arrival order (may hold ids whose update was dropped).
+    queue: VecDeque<String>,
+    /// Set once: after the queued control frames, the stream ends (Ok) or fails (Err).
+    ending: Option<Result<(), tonic::Status>>,
+    /// The transport's waker while it waits for a frame.
+    waker: Option<Waker>,
+    /// Updates replaced by a newer one before they were sent.
+    coalesced: u64,
+}
+
+pub struct Outbox {
+    /// The session's own user: its own record is seen with the owner view.
+    owner: String,
+    max_control_frames: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Outbox {
+    pub fn new(owner: impl Into<String>, max_control_frames: usize) -> Arc<Self> {
+        Arc::new(Self {
+            owner: owner.into(),
+            max_control_frames,
+            inner: Mutex::new(Inner {
+                control: VecDeque::new(),
+                watches: HashMap::new(),
+                queue: VecDeque::new(),
+                ending: None,
+                waker: None,
+                coalesced: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave it inconsistent in a way that matters
+        // more than losing the session, so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a reply frame.
+    pub fn push(&self, frame: server_frame::Kind) -> Result<(), Overflow> {
+        let mut inner = self.lock();
+        Self::push_locked(&mut inner, self.max_control_frames, frame)
+    }
+
+    fn push_locked(
+        inner: &mut Inner,
+        max_control_frames: usize,
+        frame: server_frame::Kind,
+    ) -> Result<(), Overflow> {
+        if inner.ending.is_some() {
+            return Err(Overflow::Closed);
+        }
+        if inner.control.len() >= max_control_frames {
+            inner.ending = Some(Err(tonic::Status::resource_exhausted(
+                "slow consumer: too many unread frames",
+            )));
+            wake(inner);
+            return Err(Overflow::SlowConsumer);
+        }
+        inner.control.push_back(ServerFrame { kind: Some(frame) });
+        wake(inner);
+        Ok(())
+    }
+
+    /// Ends the stream after the frames already queued (first call wins).
+    pub fn close(&self, result: Result<(), tonic::Status>) {
+        let mut inner = self.lock();
+        if inner.ending.is_none() {
+            inner.ending = Some(result);
+        }
+        wake(&mut inner);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().ending.is_some()
+    }
+
+    /// Number of watched users.
+    pub fn watch_count(&self) -> usize {
+        self.lock().watches.len()
+    }
+
+    /// How many of `ids` are not watched yet.
+    pub fn count_unwatched(&self, ids: &[String]) -> usize {
+        let inner = self.lock();
+        ids.iter()
+            .filter(|id| !inner.watches.contains_key(*id))
+            .count()
+    }
+
+    pub fn watched_ids(&self) -> Vec<String> {
+        self.lock().watches.keys().cloned().collect()
+    }
+
+    /// Updates dropped because a newer one replaced them before sending.
+    pub fn coalesced(&self) -> u64 {
+        self.lock().coalesced
+    }
+
+    /// Starts watching `ids` (those not yet watched); until `complete_snapshot`, updates for
+    /// them are held back. Returns the ids that are new.
+    pub fn begin_watch(&self, ids: &[String]) -> Vec<String> {
+        let mut inner = self.lock();
+        let mut added = Vec::new();
+        for id in ids {
+            if !inner.watches.contains_key(id) {
+                inner.watches.insert(
+                    id.clone(),
+                    Watch {
+                        awaiting_snapshot: true,
+                        ..Watch::default()
+                    },
+                );
+                added.push(id.clone());
+            }
+        }
+        added
+    }
+
+    /// Stops watching; returns the ids that were watched.
+    pub fn unwatch(&self, ids: &[String]) -> Vec<String> {
+        let mut inner = self.lock();
+        ids.iter()
+            .filter(|id| inner.watches.remove(*id).is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Queues the `Snapshot` answering a subscribe, and releases the updates held back
+    /// meanwhile that are newer than it.
+    pub fn complete_snapshot(
+        &self,
+        reference: u64,
+        mut views: Vec<Presence>,
+    ) -> Result<(), Overflow> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        for view in &mut views {
+            let Some(watch) = inner.watches.get_mut(&view.user_id) else {
+                continue;
+            };
+            let hash = view_hash(view);
+            let early = watch.pending.take();
+            if !watch.awaiting_snapshot && view.version < watch.seen_version {
+                // Already watched and the device has seen newer: repeat the newest known.
+                if let Some((newer, _)) = &early {
+                    *view = newer.clone();
+                }
+            }
+            watch.awaiting_snapshot = false;
+            watch.seen_version = watch.seen_version.max(view.version);
+            watch.sent_hash = view_hash(view);
+            if let Some((newer, newer_hash)) = early {
+                if newer.version > view.version && newer_hash != hash {
+                    watch.seen_version = newer.version;
+                    watch.pending = Some((newer, newer_hash));
+                    if !watch.queued {
+                        watch.queued = true;
+                        inner.queue.push_back(view.user_id.clone());
+                    }
+                }
+            }
+        }
+        Self::push_locked(
+            inner,
+            self.max_control_frames,
+            server_frame::Kind::Snapshot(Snapshot {
+                r#ref: reference,
+                presences: views,
+            }),
+        )
+    }
+
+    /// Offers a change of a watched user. Stale versions and changes the device cannot see
+    /// are dropped; a pending update for the same user is replaced by the newer one.
+    pub fn offer(&self, pair: &ViewPair) {
+        let (view, hash) = if pair.user_id == self.owner {
+            (&pair.owner, pair.owner_hash)
+        } else {
+            (&pair.public, pair.public_hash)
+        };
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if inner.ending.is_some() {
+            return;
+        }
+        let Some(watch) = inner.watches.get_mut(&pair.user_id) else {
+            return;
+        };
+        if view.version <= watch.seen_version {
+            return;
+        }
+        watch.seen_version = view.version;
+        if watch.awaiting_snapshot {
+            watch.pending = Some((view.clone(), hash));
+            return;
+        }
+        let replaced = if hash == watch.sent_hash {
+            // Back to what the device already shows: nothing to say.
+            watch.pending.take().is_some()
+        } else {
+            watch.pending.replace((view.clone(), hash)).is_some()
+        };
+        if replaced {
+            inner.coalesced += 1;
+        }
+        if watch.pending.is_some() && !watch.queued {
+            watch.queued = true;
+            inner.queue.push_back(pair.user_id.clone());
+            wake(inner);
+        }
+    }
+
+    /// The next frame to send, or why there is none.
+    fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Result<ServerFrame, tonic::Status>>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if let Some(frame) = inner.control.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let mut presences = Vec::new();
+        while presences.len() < MAX_UPDATE_BATCH {
+            let Some(user) = inner.queue.pop_front() else {
+                break;
+            };
+            let Some(watch) = inner.watches.get_mut(&user) else {
+                continue;
+            };
+            watch.queued = false;
+            if let Some((view, hash)) = watch.pending.take() {
+                watch.sent_hash = hash;
+                presences.push(view);
+            }
+        }
+        if !presences.is_empty() {
+            return Poll::Ready(Some(Ok(ServerFrame {
+                kind: Some(server_frame::Kind::Update(PresenceUpdate { presences })),
+            })));
+        }
+        match inner.ending.as_mut() {
+            Some(Ok(())) => Poll::Ready(None),
+            Some(Err(status)) => {
+                // Report the status once, then end.
+                let status = std::mem::replace(status, tonic::Status::ok(""));
+                inner.ending = Some(Ok(()));
+                Poll::Ready(Some(Err(status)))
+            }
+            None => {
+                inner.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+fn wake(inner: &mut Inner) {
+    if let Some(waker) = inner.waker.take() {
+        waker.wake();
+    }
+}
+
+/// The response stream of a `Session` call.
+pub struct OutboxStream {
+    outbox: Arc<Outbox>,
+}
+
+impl OutboxStream {
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        Self { outbox }
+    }
+}
+
+impl Stream for OutboxStream {
+    type Item = Result<ServerFrame, tonic::Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.outbox.poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Ack, Status};
+    use futures::StreamExt;
+
+    fn presence(user: &str, status: Status, text: &str, version: u64) -> Presence {
+        Presence {
+            user_id: user.into(),
+            status: status as i32,
+            status_text: text.into(),
+            version,
+            ..Presence::default()
+        }
+    }
+
+    fn pair(user: &str, status: Status, text: &str, version: u64) -> ViewPair {
+        let p = presence(user, status, text, version);
+        ViewPair::new(p.clone(), p)
+    }
+
+    /// Drains every frame available now.
+    fn drain(outbox: &Arc<Outbox>) -> Vec<ServerFrame> {
+        let mut stream = OutboxStream::new(outbox.clone());
+        let mut out = Vec::new();
+        while let Some(Some(frame)) = stream.next().now_or_never() {
+            out.push(frame.unwrap());
+        }
+        out
+    }
+
+    use futures::FutureExt;
+
+    fn updates(frames: &[ServerFrame]) -> Vec<Presence> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.kind {
+                Some(server_frame::Kind::Update(u)) => Some(u.presences.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn watching(user: &str, at: Presence) -> Arc<Outbox> {
+        let outbox = Outbox::new("me", 8);
+        outbox.begin_watch(&[user.to_string()]);
+        outbox.complete_snapshot(1, vec![at]).unwrap();
+        drain(&outbox);
+        outbox
+    }
+
+    #[test]
+    fn pending_updates_coalesce_to_the_latest() {
+        let outbox = watching("bob", presence("bob", Status::Offline, "", 1));
+        for v in 2..=100_000u64 {
+            outbox.offer(&pair("bob", Status::Online, &format!("n={v}"), v));
+        }
+        let got = updates(&drain(&outbox));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].status_text, "n=100000");
+        assert_eq!(outbox.coalesced(), 99_998);
+    }
+
+    #[test]
+    fn stale_and_duplicate_versions_are_dropped() {
+        let outbox = watching("bob", presence("bob", Status::Offline, "", 5));
+        outbox.offer(&pair("bob", Status::Online, "", 4));
+        outbox.offer(&pair("bob", Status::Online, "", 5));
+        assert!(updates(&drain(&outbox)).is_empty());
+        outbox.offer(&pair("bob", Status::Online, "", 7));
+        outbox.offer(&pair("bob", Status::Away, "", 6));
+        let got = updates(&drain(&outbox));
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].version, got[0].status), (7, Status::Online as i32));
+    }
+
+    #[test]
+    fn no_update_when_the_view_did_not_change() {
+        let outbox = watching("bob", presence("bob", Status::Online, "", 1));
+        outbox.offer(&pair("bob", Status::Online, "", 2));
+        assert!(updates(&drain(&outbox)).is_empty());
+        // Away then back before the device read anything: nothing to tell.
+        outbox.offer(&pair("bob", Status::Away, "", 3));
+        outbox.offer(&pair("bob", Status::Online, "", 4));
+        assert!(updates(&drain(&outbox)).is_empty());
+        // An older change arriving late must not resurrect the AWAY.
+        outbox.offer(&pair("bob", Status::Away, "", 3));
+        assert!(updates(&drain(&outbox)).is_empty());
+    }
+
+    #[test]
+    fn updates_wait_for_the_snapshot_and_only_newer_ones_follow_it() {
+        let outbox = Outbox::new("me", 8);
+        outbox.begin_watch(&["bob".to_string(), "carol".to_string()]);
+        outbox.offer(&pair("bob", Status::Away, "", 3));
+        outbox.offer(&pair("carol", Status::Busy, "", 9));
+        assert!(drain(&outbox).is_empty(), "nothing before the snapshot");
+        outbox
+            .complete_snapshot(
+                7,
+                vec![
+                    presence("bob", Status::Online, "", 5),
+                    presence("carol", Status::Online, "", 8),
+                ],
+            )
+            .unwrap();
+        let frames = drain(&outbox);
+        assert!(matches!(
+            frames[0].kind,
+            Some(server_frame::Kind::Snapshot(Snapshot { r#ref: 7, .. }))
+        ));
+        let got = updates(&frames);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].user_id.as_str(), got[0].version), ("carol", 9));
+    }
+
+    #[test]
+    fn owner_sees_owner_view() {
+        let outbox = Outbox::new("me", 8);
+        outbox.begin_watch(&["me".to_string()]);
+        outbox
+            .complete_snapshot(1, vec![presence("me", Status::Offline, "", 1)])
+            .unwrap();
+        drain(&outbox);
+        let pair = ViewPair::new(
+            presence("me", Status::Offline, "", 2),
+            presence("me", Status::Invisible, "", 2),
+        );
+        outbox.offer(&pair);
+        let got = updates(&drain(&outbox));
+        assert_eq!(got[0].status, Status::Invisible as i32);
+    }
+
+    #[test]
+    fn unwatched_users_get_nothing() {
+        let outbox = watching("bob", presence("bob", Status::Offline, "", 1));
+        outbox.offer(&pair("carol", Status::Online, "", 2));
+        outbox.offer(&pair("bob", Status::Online, "", 2));
+        assert_eq!(
+            outbox.unwatch(&["bob".to_string()]),
+            vec!["bob".to_string()]
+        );
+        assert!(updates(&drain(&outbox)).is_empty());
+    }
+
+    #[test]
+    fn too_many_unread_replies_end_the_stream_with_resource_exhausted() {
+        let outbox = Outbox::new("me", 3);
+        for r in 0..3 {
+            outbox
+                .push(server_frame::Kind::Ack(Ack { r#ref: r }))
+                .unwrap();
+        }
+        assert_eq!(
+            outbox.push(server_frame::Kind::Ack(Ack { r#ref: 3 })),
+            Err(Overflow::SlowConsumer)
+        );
+        let mut stream = OutboxStream::new(outbox.clone());
+        let mut items = Vec::new();
+        while let Some(Some(item)) = stream.next().now_or_never() {
+            items.push(item);
+        }
+        assert_eq!(items.len(), 4);
+        assert_eq!(
+            items[3].as_ref().unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
+    }
+
+    #[test]
+    fn batches_are_bounded() {
+        let outbox = Outbox::new("me", 8);
+        let ids: Vec<String> = (0..600).map(|i| format!("u{i}")).collect();
+        outbox.begin_watch(&ids);
+        outbox
+            .complete_snapshot(
+                1,
+                ids.iter()
+                    .map(|id| presence(id, Status::Offline, "", 1))
+                    .collect(),
+            )
+            .unwrap();
+        drain(&outbox);
+        for id in &ids {
+            outbox.offer(&pair(id, Status::Online, "", 2));
+        }
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(updates(&frames).len(), 600);
+    }
+}

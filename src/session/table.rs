@@ -1,0 +1,87 @@
+//! The node's live sessions. Liveness needs no timer task per session: the reader moves a
+//! deadline on every frame and one sweeper checks all deadlines periodically.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use ractor::ActorRef;
+use tokio::sync::Notify;
+
+use super::actor::{Expiry, SessionMsg};
+use super::outbox::Outbox;
+use crate::registry::SessionKey;
+
+pub struct SessionSlot {
+    pub user_id: String,
+    pub session_id: String,
+    pub actor: ActorRef<SessionMsg>,
+    pub outbox: Arc<Outbox>,
+    /// Unix ms after which the session is dead unless a frame arrives (the hello timeout
+    /// until the first frame).
+    pub deadline_ms: Arc<AtomicU64>,
+    /// When the credential stops being valid (jwt `exp` + leeway).
+    pub credential_expires_ms: Option<u64>,
+}
+
+#[derive(Default)]
+pub struct SessionTable {
+    slots: DashMap<SessionKey, SessionSlot>,
+    /// Signalled when the table becomes empty (drain waits on it).
+    emptied: Notify,
+}
+
+impl SessionTable {
+    pub fn insert(&self, key: SessionKey, slot: SessionSlot) {
+        self.slots.insert(key, slot);
+    }
+
+    /// Removes a session; the one caller that gets `Some` does the cleanup.
+    pub fn remove(&self, key: SessionKey) -> Option<SessionSlot> {
+        let slot = self.slots.remove(&key).map(|(_, slot)| slot);
+        if self.slots.is_empty() {
+            self.emptied.notify_waiters();
+        }
+        slot
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Sessions whose deadline or credential has passed.
+    pub fn expired(&self, now_ms: u64) -> Vec<(ActorRef<SessionMsg>, Expiry)> {
+        self.slots
+            .iter()
+            .filter_map(|slot| {
+                if slot.credential_expires_ms.is_some_and(|exp| exp <= now_ms) {
+                    Some((slot.actor.clone(), Expiry::CredentialExpired))
+                } else if slot.deadline_ms.load(Ordering::Relaxed) <= now_ms {
+                    Some((slot.actor.clone(), Expiry::Silent))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Every session's actor (for drain).
+    pub fn actors(&self) -> Vec<ActorRef<SessionMsg>> {
+        self.slots.iter().map(|slot| slot.actor.clone()).collect()
+    }
+
+    /// Waits until no session is left.
+    pub async fn wait_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.slots.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+}
