@@ -1,0 +1,254 @@
+//! Test harness: a real node on 127.0.0.1:0 in this process (with a manual clock, so
+//! time-based behaviour is driven, not slept), real gRPC clients over real sockets, and
+//! `eventually`-style polling with a deadline instead of sleeps.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use presence_node::client::{self, Credentials, Session};
+use presence_node::clock::ManualClock;
+use presence_node::config::Config;
+use presence_node::node::Node;
+use presence_node::proto::{server_frame, Hello, Presence, ServerFrame, Status, Welcome};
+use presence_node::server;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A fixed start time, so versions and times are reproducible.
+pub const T0: u64 = 1_800_000_000_000;
+
+/// How long to wait for something that should happen; raise on a slow machine.
+pub fn patience() -> Duration {
+    let ms = std::env::var("PRESENCE_TEST_PATIENCE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    Duration::from_millis(ms)
+}
+
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    pub clock: ManualClock,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestNode {
+    /// A node with default settings plus `args` (flags), a manual clock at T0, and a fast
+    /// sweeper so that moving the clock takes effect quickly.
+    pub async fn start(args: &[&str]) -> Self {
+        let mut all = vec!["presence-node", "--sweep-interval-ms", "10"];
+        all.extend_from_slice(args);
+        let config = Config::from_args(all).expect("test config");
+        let clock = ManualClock::new(T0);
+        let node = server::start(config, Arc::new(clock.clone()))
+            .await
+            .expect("node starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = node.clone();
+        let task = tokio::spawn(async move {
+            server::serve(serving, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("node serves");
+        });
+        Self {
+            addr,
+            node,
+            clock,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A new connection.
+    pub async fn channel(&self) -> Channel {
+        client::connect(&self.url()).await.expect("connect")
+    }
+
+    /// A session of `user` on `device` on its own connection.
+    pub async fn session(&self, user: &str, device: &str) -> (Session, Welcome) {
+        self.session_with(user, hello(device)).await
+    }
+
+    pub async fn session_with(&self, user: &str, hello: Hello) -> (Session, Welcome) {
+        Session::open(self.channel().await, &user_creds(user), hello)
+            .await
+            .expect("session opens")
+    }
+
+    /// Moves the node's clock and lets the sweeper act on it.
+    pub fn advance(&self, ms: u64) {
+        self.clock.advance(ms);
+    }
+
+    /// Drains the node and waits until it stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(patience() * 3, task).await;
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn user_creds(user: &str) -> Credentials {
+    Credentials::User(user.to_string())
+}
+
+pub fn hello(device: &str) -> Hello {
+    Hello {
+        device: device.into(),
+        status: None,
+        status_text: String::new(),
+    }
+}
+
+pub fn hello_with(device: &str, status: Status, text: &str) -> Hello {
+    Hello {
+        device: device.into(),
+        status: Some(status as i32),
+        status_text: text.into(),
+    }
+}
+
+pub fn ids(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics after the patience.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The next frame, within the patience.
+pub async fn next_frame(session: &mut Session) -> Result<Option<ServerFrame>, tonic::Status> {
+    tokio::time::timeout(patience(), session.recv())
+        .await
+        .expect("a frame within the patience")
+}
+
+/// Reads frames until one matches `pick`, within the patience; skips heartbeat acks and
+/// frames `pick` declines.
+pub async fn recv_until<T>(
+    session: &mut Session,
+    what: &str,
+    mut pick: impl FnMut(&server_frame::Kind) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        let frame = tokio::time::timeout_at(deadline, session.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        match frame {
+            Ok(Some(ServerFrame { kind: Some(kind) })) => {
+                if let Some(value) = pick(&kind) {
+                    return value;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("stream ended while waiting for {what}"),
+            Err(status) => panic!("stream failed while waiting for {what}: {status:?}"),
+        }
+    }
+}
+
+/// Subscribes and returns the snapshot.
+pub async fn subscribe(session: &mut Session, users: &[&str]) -> Vec<Presence> {
+    let reference = session.subscribe(ids(users)).await.unwrap();
+    recv_until(session, "snapshot", |kind| match kind {
+        server_frame::Kind::Snapshot(s) if s.r#ref == reference => Some(s.presences.clone()),
+        server_frame::Kind::Error(e) if e.r#ref == reference => panic!("subscribe refused: {e:?}"),
+        _ => None,
+    })
+    .await
+}
+
+/// The next update entry for `user`.
+pub async fn next_update_of(session: &mut Session, user: &str) -> Presence {
+    recv_until(session, &format!("an update of {user}"), |kind| match kind {
+        server_frame::Kind::Update(u) => u.presences.iter().find(|p| p.user_id == user).cloned(),
+        _ => None,
+    })
+    .await
+}
+
+/// Every update entry until (and including) the first one of `marker`: used to prove that
+/// nothing was sent for another user before the marker's change.
+pub async fn updates_until_marker(session: &mut Session, marker: &str) -> Vec<Presence> {
+    let mut seen = Vec::new();
+    recv_until(session, &format!("an update of marker {marker}"), |kind| {
+        if let server_frame::Kind::Update(u) = kind {
+            for p in &u.presences {
+                seen.push(p.clone());
+                if p.user_id == marker {
+                    return Some(());
+                }
+            }
+        }
+        None
+    })
+    .await;
+    seen
+}
+
+/// Waits for the `Ack` or `Error` answering `reference`; returns the error code if any.
+pub async fn answer(session: &mut Session, reference: u64) -> Result<(), i32> {
+    recv_until(session, &format!("answer to ref {reference}"), |kind| match kind {
+        server_frame::Kind::Ack(a) if a.r#ref == reference => Some(Ok(())),
+        server_frame::Kind::Error(e) if e.r#ref == reference => Some(Err(e.code)),
+        _ => None,
+    })
+    .await
+}
+
+/// Reads until the stream ends; returns the final status (Ok for a clean end).
+pub async fn end_of(session: &mut Session) -> Result<(), tonic::Status> {
+    let deadline = tokio::time::Instant::now() + patience();
+    loop {
+        match tokio::time::timeout_at(deadline, session.recv()).await {
+            Err(_) => panic!("stream did not end within the patience"),
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(status)) => return Err(status),
+        }
+    }
+}
+
+pub fn status_of(p: &Presence) -> Status {
+    Status::try_from(p.status).expect("known status")
+}
