@@ -89,6 +89,31 @@ impl TestNode {
             .expect("session opens")
     }
 
+    /// A connection through a local TCP proxy that the test can cut, as a network failure
+    /// or a killed client would: the node sees the connection drop, not a clean close.
+    pub async fn cuttable_channel(&self) -> (Channel, Cutter) {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let target = self.addr;
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = proxy.accept().await else {
+                    return;
+                };
+                pipes.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        let channel = client::connect(&format!("http://{proxy_addr}"))
+            .await
+            .expect("connect through proxy");
+        (channel, Cutter { task })
+    }
+
     /// Moves the node's clock and lets the sweeper act on it.
     pub fn advance(&self, ms: u64) {
         self.clock.advance(ms);
@@ -110,6 +135,22 @@ impl Drop for TestNode {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// Cuts a proxied connection (both sockets close at once) when told or dropped.
+pub struct Cutter {
+    task: JoinHandle<()>,
+}
+
+impl Cutter {
+    pub fn cut(self) {}
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every pipe.
+        self.task.abort();
     }
 }
 
