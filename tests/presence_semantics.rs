@@ -107,7 +107,10 @@ async fn invisible_user_looks_offline_to_others_and_invisible_to_themself() {
     assert_eq!(own[0].status_text, "hiding");
 
     // Changes an invisible user makes are not visible either.
-    let r = alice.set_status(Status::Invisible, "still hiding").await.unwrap();
+    let r = alice
+        .set_status(Status::Invisible, "still hiding")
+        .await
+        .unwrap();
     assert_eq!(answer(&mut alice, r).await, Ok(()));
     let own_update = next_update_of(&mut alice, "alice").await;
     assert_eq!(own_update.status_text, "still hiding");
@@ -194,13 +197,23 @@ async fn no_update_when_nothing_visible_changed() {
 
 #[tokio::test]
 async fn versions_strictly_increase_and_snapshot_has_no_gap_under_concurrent_changes() {
-    let node = TestNode::start(&["--status-rate-per-s", "100000", "--status-rate-burst", "100000"]).await;
+    let node = TestNode::start(&[
+        "--status-rate-per-s",
+        "100000",
+        "--status-rate-burst",
+        "100000",
+    ])
+    .await;
     let (alice, _) = node.session("alice", "ios").await;
     let (mut alice_tx, mut alice_rx) = alice.split();
     const CHANGES: usize = 400;
     let changer = tokio::spawn(async move {
         for i in 0..CHANGES {
-            let status = if i % 2 == 0 { Status::Away } else { Status::Busy };
+            let status = if i % 2 == 0 {
+                Status::Away
+            } else {
+                Status::Busy
+            };
             alice_tx.set_status(status, format!("n={i}")).await.unwrap();
         }
         alice_tx
@@ -255,10 +268,9 @@ async fn get_presence_answers_in_request_order_with_unknown_users_offline() {
 #[tokio::test]
 async fn get_presence_needs_an_identity() {
     let node = TestNode::start(&[]).await;
-    let mut client =
-        presence_node::proto::presence_service_client::PresenceServiceClient::new(
-            node.channel().await,
-        );
+    let mut client = presence_node::proto::presence_service_client::PresenceServiceClient::new(
+        node.channel().await,
+    );
     let err = client
         .get_presence(presence_node::proto::GetPresenceRequest {
             user_ids: ids(&["alice"]),

@@ -85,7 +85,10 @@ async fn the_first_frame_must_be_hello() {
     })
     .await
     .unwrap();
-    assert_eq!(final_status(&mut stream).await, tonic::Code::InvalidArgument);
+    assert_eq!(
+        final_status(&mut stream).await,
+        tonic::Code::InvalidArgument
+    );
 }
 
 #[tokio::test]
@@ -115,7 +118,10 @@ async fn no_hello_within_the_hello_timeout_is_deadline_exceeded() {
     })
     .await;
     node.advance(5001);
-    assert_eq!(final_status(&mut stream).await, tonic::Code::DeadlineExceeded);
+    assert_eq!(
+        final_status(&mut stream).await,
+        tonic::Code::DeadlineExceeded
+    );
 }
 
 #[tokio::test]
@@ -280,7 +286,10 @@ async fn drain_tells_sessions_to_reconnect_and_refuses_new_ones() {
         _ => None,
     })
     .await;
-    assert!(retry <= 1500, "retry_after_ms {retry} within half the offline grace");
+    assert!(
+        retry <= 1500,
+        "retry_after_ms {retry} within half the offline grace"
+    );
     assert!(inner.is_draining());
     let err = Session::open(channel, &user_creds("bob"), hello("ios"))
         .await

@@ -287,11 +287,7 @@ enum Ended {
     Stopped,
     /// The server asked to reconnect (or went unavailable): try again at `at`
     /// (`delay` after the request arrived).
-    Reconnect {
-        delay: Duration,
-        at: Instant,
-        why: String,
-    },
+    Reconnect { delay: Duration, at: Instant },
 }
 
 /// Runs a live session: heartbeats at the `Welcome` interval, hands data frames to
@@ -326,9 +322,13 @@ async fn drive_inner(
             frame = session.recv() => match frame {
                 Ok(Some(frame)) => match frame.kind {
                     Some(server_frame::Kind::Reconnect(r)) => {
-                        let why = if r.reason.is_empty() { "server asked".into() } else { r.reason };
                         let delay = Duration::from_millis(r.retry_after_ms);
-                        return Ok(Ended::Reconnect { delay, at: Instant::now() + delay, why });
+                        let why = if r.reason.is_empty() { "server asked" } else { &r.reason };
+                        emit_timed(&format!(
+                            "reconnecting in {} ms ({why})",
+                            delay.as_millis()
+                        ))?;
+                        return Ok(Ended::Reconnect { delay, at: Instant::now() + delay });
                     }
                     Some(server_frame::Kind::HeartbeatAck(_)) => {}
                     Some(server_frame::Kind::Welcome(_)) => {
@@ -340,10 +340,14 @@ async fn drive_inner(
                 },
                 Ok(None) => return Err(Failure::Msg("the server ended the session".into())),
                 Err(status) if status.code() == tonic::Code::Unavailable => {
+                    let why = ClientError::Refused(status);
+                    emit_timed(&format!(
+                        "reconnecting in {} ms ({why})",
+                        UNAVAILABLE_RETRY.as_millis()
+                    ))?;
                     return Ok(Ended::Reconnect {
                         delay: UNAVAILABLE_RETRY,
                         at: Instant::now() + UNAVAILABLE_RETRY,
-                        why: ClientError::Refused(status).to_string(),
                     });
                 }
                 Err(status) => return Err(ClientError::Refused(status).into()),
@@ -468,8 +472,7 @@ async fn watch(ctx: Ctx, users: Vec<String>) -> Result<(), Failure> {
         .await?;
         match ended {
             Ended::Stopped => return Ok(()),
-            Ended::Reconnect { delay, at, why } => {
-                emit_timed(&format!("reconnecting in {} ms ({why})", delay.as_millis()))?;
+            Ended::Reconnect { delay, at } => {
                 opened = reconnect(&ctx, delay, at, &hello).await?;
                 reconnected = true;
             }
@@ -524,8 +527,7 @@ async fn status_cmd(ctx: Ctx, status: Status, text: String) -> Result<(), Failur
         .await?;
         match ended {
             Ended::Stopped => return Ok(()),
-            Ended::Reconnect { delay, at, why } => {
-                emit_timed(&format!("reconnecting in {} ms ({why})", delay.as_millis()))?;
+            Ended::Reconnect { delay, at } => {
                 // The Hello carries the status again: this command means "be STATUS while
                 // it runs", even if the node lost the stored choice.
                 opened = reconnect(&ctx, delay, at, &hello).await?;

@@ -39,6 +39,9 @@ pub enum SessionMsg {
     Drain { retry_after_ms: u64 },
     /// The shutdown grace is over: end now with UNAVAILABLE.
     Shutdown,
+    /// Makes the actor panic, to test supervision.
+    #[cfg(test)]
+    Crash,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +202,8 @@ impl Actor for SessionActor {
                 }))
                 .map_err(End::from),
             SessionMsg::Shutdown => Err(End::ShutdownGraceOver),
+            #[cfg(test)]
+            SessionMsg::Crash => panic!("crash requested by a test"),
         };
         if let Err(end) = outcome {
             state.finish(end).await;

@@ -115,3 +115,92 @@ async fn clean_up_crashed(node: &Node, key: SessionKey) {
     slot.outbox
         .close(Err(tonic::Status::internal("session failed; reconnect")));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::client::{self, Credentials, Session};
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::proto::{Hello, Status};
+    use crate::server;
+    use crate::session::SessionMsg;
+
+    async fn presence_of(url: &str, user: &str) -> Status {
+        let channel = client::connect(url).await.unwrap();
+        let p = client::get_presence(channel, &Credentials::User("bob".into()), vec![user.into()])
+            .await
+            .unwrap();
+        Status::try_from(p[0].status).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_crashing_session_is_cleaned_up_and_the_node_goes_on() {
+        let config = Config::from_args(["presence-node", "--sweep-interval-ms", "10"]).unwrap();
+        let clock = ManualClock::new(1_800_000_000_000);
+        let node = server::start(config, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let serving = tokio::spawn(server::serve(
+            node.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        let hello = |device: &str| Hello {
+            device: device.into(),
+            status: None,
+            status_text: String::new(),
+        };
+        let channel = client::connect(&url).await.unwrap();
+        let alice = Credentials::User("alice".into());
+        let (mut session, _) = Session::open(channel.clone(), &alice, hello("ios"))
+            .await
+            .unwrap();
+        session.subscribe(vec!["carol".into()]).await.unwrap();
+
+        for actor in node.sessions.actors() {
+            actor.cast(SessionMsg::Crash).unwrap();
+        }
+        // The device's stream ends with an error it can act on (reconnect).
+        let end = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), session.recv())
+                .await
+                .expect("stream ends")
+            {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        };
+        let code = end.expect_err("stream fails").code();
+        assert!(
+            matches!(code, tonic::Code::Internal | tonic::Code::Unavailable),
+            "{code:?}"
+        );
+        assert!(node.sessions.is_empty());
+        // Nothing left in the registry, and the session lingers like any abrupt end.
+        let (users, _) = node
+            .registry
+            .call(crate::registry::RegistryMsg::Count, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(users, 0);
+        assert_eq!(presence_of(&url, "alice").await, Status::Online);
+        clock.advance(3_000);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while presence_of(&url, "alice").await != Status::Offline {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "alice never went offline"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The node still serves.
+        let (_again, welcome) = Session::open(channel, &alice, hello("ios")).await.unwrap();
+        assert_eq!(welcome.user_id, "alice");
+        serving.abort();
+    }
+}

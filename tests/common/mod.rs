@@ -241,10 +241,16 @@ pub async fn subscribe(session: &mut Session, users: &[&str]) -> Vec<Presence> {
 
 /// The next update entry for `user`.
 pub async fn next_update_of(session: &mut Session, user: &str) -> Presence {
-    recv_until(session, &format!("an update of {user}"), |kind| match kind {
-        server_frame::Kind::Update(u) => u.presences.iter().find(|p| p.user_id == user).cloned(),
-        _ => None,
-    })
+    recv_until(
+        session,
+        &format!("an update of {user}"),
+        |kind| match kind {
+            server_frame::Kind::Update(u) => {
+                u.presences.iter().find(|p| p.user_id == user).cloned()
+            }
+            _ => None,
+        },
+    )
     .await
 }
 
@@ -269,11 +275,15 @@ pub async fn updates_until_marker(session: &mut Session, marker: &str) -> Vec<Pr
 
 /// Waits for the `Ack` or `Error` answering `reference`; returns the error code if any.
 pub async fn answer(session: &mut Session, reference: u64) -> Result<(), i32> {
-    recv_until(session, &format!("answer to ref {reference}"), |kind| match kind {
-        server_frame::Kind::Ack(a) if a.r#ref == reference => Some(Ok(())),
-        server_frame::Kind::Error(e) if e.r#ref == reference => Some(Err(e.code)),
-        _ => None,
-    })
+    recv_until(
+        session,
+        &format!("answer to ref {reference}"),
+        |kind| match kind {
+            server_frame::Kind::Ack(a) if a.r#ref == reference => Some(Ok(())),
+            server_frame::Kind::Error(e) if e.r#ref == reference => Some(Err(e.code)),
+            _ => None,
+        },
+    )
     .await
 }
 
