@@ -45,8 +45,10 @@ pub enum ClientError {
     /// The connection could not be made (refused, timed out, DNS, TLS, ...).
     #[error("cannot reach {server}: {reason}")]
     Unreachable { server: String, reason: String },
-    /// The server ended the call with a gRPC status (code and message kept).
-    #[error("refused: {}: {}", code_name(.0.code()), status_message(.0))]
+    /// The call ended with a gRPC status (code and message kept): one the server sent
+    /// (shown as `refused: CODE: message`), or one tonic made of a transport failure under
+    /// the call (shown as `connection lost: ...`, see [`is_connection_error`]).
+    #[error("{}", describe_status(.0))]
     Refused(tonic::Status),
     /// The server answered `Hello` with an `Error` frame instead of a `Welcome`.
     #[error("refused: {}: {}", error_code_name(.0.code), .0.message)]
@@ -63,13 +65,31 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The gRPC status code of a [`ClientError::Refused`], if that is what this is.
+    /// The gRPC status code of a [`ClientError::Refused`].
     pub fn code(&self) -> Option<Code> {
         match self {
             ClientError::Refused(status) => Some(status.code()),
             _ => None,
         }
     }
+
+    /// Whether trying again later (on a new connection) may work: the server could not be
+    /// reached, the connection broke, or the server is `UNAVAILABLE` (e.g. draining).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Refused(status) => {
+                status.code() == Code::Unavailable || is_connection_error(status)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether a status that ended a call was made by tonic of a transport failure (connection
+/// reset or broken, HTTP/2 error, keep-alive timeout) rather than sent by the server.
+pub fn is_connection_error(status: &tonic::Status) -> bool {
+    status.source().is_some() || status.message().starts_with("h2 protocol error")
 }
 
 /// The identity of a call.
@@ -260,7 +280,7 @@ impl Session {
     /// as the first frame (ref 1) and waits for the `Welcome`.
     ///
     /// Fails with [`ClientError::Refused`] when the server ends the call with a status (e.g.
-    /// `UNAUTHENTICATED`), [`ClientError::Rejected`] when it answers with an `Error` frame, and
+    /// `UNAUTHENTICATED`) or when the connection fails under the call, [`ClientError::Rejected`] when it answers with an `Error` frame, and
     /// [`ClientError::Protocol`] for any other first frame, an end without a status, or no
     /// `Welcome` within [`WELCOME_TIMEOUT`].
     pub async fn open(
@@ -476,6 +496,20 @@ pub fn error_code_name(code: i32) -> &'static str {
             name.strip_prefix("ERROR_CODE_").unwrap_or(name)
         }
         Err(_) => "UNKNOWN_ERROR_CODE",
+    }
+}
+
+/// `refused: CODE: message` for a status the server sent, `connection lost: cause` for one
+/// made of a transport failure.
+fn describe_status(status: &tonic::Status) -> String {
+    if is_connection_error(status) {
+        format!("connection lost: {}", status_message(status))
+    } else {
+        format!(
+            "refused: {}: {}",
+            code_name(status.code()),
+            status_message(status)
+        )
     }
 }
 
@@ -753,6 +787,16 @@ mod tests {
             "refused: UNAUTHENTICATED: missing x-user-id"
         );
         assert_eq!(err.code(), Some(Code::Unauthenticated));
+        assert!(!err.is_transient());
+        let sent = ClientError::Refused(tonic::Status::unavailable("draining"));
+        assert!(sent.is_transient());
+        assert_eq!(sent.to_string(), "refused: UNAVAILABLE: draining");
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::from(
+            std::io::ErrorKind::BrokenPipe,
+        )));
+        let lost = ClientError::Refused(broken);
+        assert!(lost.is_transient());
+        assert_eq!(lost.to_string(), "connection lost: broken pipe");
         let err = ClientError::Rejected(crate::proto::Error {
             r#ref: 1,
             code: crate::proto::ErrorCode::InvalidStatus as i32,

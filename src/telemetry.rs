@@ -1,5 +1,7 @@
 //! Logging: `tracing`, filtered by RUST_LOG (default `info`), as text or JSON lines.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -8,7 +10,9 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not for log collectors.
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests) is not an error worth failing for.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -89,7 +89,11 @@ async fn assert_unauthenticated(node: &TestNode, what: &str, credentials: &Crede
     let session = refused_session(node, credentials).await;
     let get = refused_get(node, credentials).await;
     for (call, status) in [("Session", &session), ("GetPresence", &get)] {
-        println!("{what}: {call} -> {:?}: {}", status.code(), status.message());
+        println!(
+            "{what}: {call} -> {:?}: {}",
+            status.code(),
+            status.message()
+        );
         assert_eq!(
             status.code(),
             Code::Unauthenticated,
@@ -252,9 +256,11 @@ async fn session_ends_when_its_token_expires() {
     node.advance(lapses_at_ms - 1 - T0);
     presence_node::sweeper::sweep(&node.node).await;
     alice.heartbeat().await.unwrap();
-    recv_until(&mut alice, "alice's heartbeat ack before exp + leeway", |kind| {
-        matches!(kind, server_frame::Kind::HeartbeatAck(_)).then_some(())
-    })
+    recv_until(
+        &mut alice,
+        "alice's heartbeat ack before exp + leeway",
+        |kind| matches!(kind, server_frame::Kind::HeartbeatAck(_)).then_some(()),
+    )
     .await;
 
     // Past exp + leeway: the sweeper ends the session with UNAUTHENTICATED.
@@ -312,8 +318,12 @@ async fn rs256_tokens_verify_with_the_public_key() {
     // Algorithm confusion: an HS256 token whose "secret" is the public key must not pass.
     let public_pem = std::fs::read_to_string(&public_key).unwrap();
     let confused = hs256(&claims("carol", T0_S + 3600), &public_pem);
-    assert_unauthenticated(&node, "HS256 with the public key", &Credentials::Token(confused))
-        .await;
+    assert_unauthenticated(
+        &node,
+        "HS256 with the public key",
+        &Credentials::Token(confused),
+    )
+    .await;
     // Nor an HS256 token with any secret.
     let hs = hs256(&claims("carol", T0_S + 3600), SECRET);
     assert_unauthenticated(&node, "HS256 on an RS256 node", &Credentials::Token(hs)).await;

@@ -172,20 +172,16 @@ async fn run(cli: Cli, credentials: Credentials) -> Result<(), Failure> {
     // Fail early, before any signal handling, on a bad address or bad credentials.
     client::parse_server(&cli.server)?;
     client::attach(&credentials, &mut tonic::metadata::MetadataMap::new())?;
-    if let Command::Get { users } = cli.command {
-        // No signal handling: Ctrl-C just ends a lookup.
-        return get(&cli.server, &credentials, users).await;
-    }
-    let ctx = Ctx {
-        server: cli.server,
-        credentials,
-        device: cli.device,
-        stop: stop_signal(),
-    };
     match cli.command {
-        Command::Get { .. } => Ok(()),
-        Command::Watch { users } => watch(ctx, users).await,
-        Command::Status { status, text } => status_cmd(ctx, status, text.unwrap_or_default()).await,
+        // No signal handling: Ctrl-C just ends a lookup.
+        Command::Get { users } => get(&cli.server, &credentials, users).await,
+        Command::Watch { users } => {
+            watch(Ctx::new(cli.server, credentials, cli.device), users).await
+        }
+        Command::Status { status, text } => {
+            let ctx = Ctx::new(cli.server, credentials, cli.device);
+            status_cmd(ctx, status, text.unwrap_or_default()).await
+        }
     }
 }
 
@@ -197,6 +193,16 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Also starts listening to Ctrl-C / SIGTERM.
+    fn new(server: String, credentials: Credentials, device: String) -> Ctx {
+        Ctx {
+            server,
+            credentials,
+            device,
+            stop: stop_signal(),
+        }
+    }
+
     /// Resolves once Ctrl-C (or SIGTERM) was received.
     async fn stopped(&self) {
         let mut stop = self.stop.clone();
@@ -217,16 +223,15 @@ impl Ctx {
     }
 }
 
-/// Ctrl-C or SIGTERM flips the flag; a second one exits at once.
+/// Ctrl-C or SIGTERM flips the flag; a second one exits at once (130).
 fn stop_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        for _ in 0..2 {
-            if !signal().await {
-                // No signal handling: never stop by signal (the default handler is gone
-                // only when installing ours worked).
-                std::future::pending::<()>().await;
-            }
+        let Some(mut signals) = Signals::listen() else {
+            // Not listening: the default handlers still end the process.
+            return;
+        };
+        while signals.next().await {
             if *tx.borrow() {
                 std::process::exit(130);
             }
@@ -236,25 +241,43 @@ fn stop_signal() -> watch::Receiver<bool> {
     rx
 }
 
-/// Waits for Ctrl-C or SIGTERM; false if they cannot be listened to.
-async fn signal() -> bool {
+/// Ctrl-C and SIGTERM.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return false;
-        };
-        tokio::select! {
-            _ = int.recv() => true,
-            _ = term.recv() => true,
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Option<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Some(Signals {
+                int: signal(SignalKind::interrupt()).ok()?,
+                term: signal(SignalKind::terminate()).ok()?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Some(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.is_ok()
+
+    /// The next signal; false when no more can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                s = self.int.recv() => s.is_some(),
+                s = self.term.recv() => s.is_some(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
     }
 }
 
@@ -339,7 +362,7 @@ async fn drive_inner(
                     None => {}
                 },
                 Ok(None) => return Err(Failure::Msg("the server ended the session".into())),
-                Err(status) if status.code() == tonic::Code::Unavailable => {
+                Err(status) if ClientError::Refused(status.clone()).is_transient() => {
                     let why = ClientError::Refused(status);
                     emit_timed(&format!(
                         "reconnecting in {} ms ({why})",
@@ -410,11 +433,7 @@ async fn reconnect(
 }
 
 fn retryable(e: &ClientError) -> bool {
-    match e {
-        ClientError::Unreachable { .. } | ClientError::Protocol(_) => true,
-        ClientError::Refused(status) => status.code() == tonic::Code::Unavailable,
-        _ => false,
-    }
+    e.is_transient() || matches!(e, ClientError::Protocol(_))
 }
 
 fn jitter(max: Duration) -> Duration {

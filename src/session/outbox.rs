@@ -79,8 +79,9 @@ struct Watch {
     seen_version: u64,
     /// Hash of the view the device has (last sent).
     sent_hash: u64,
-    /// The latest view not yet sent.
-    pending: Option<(Presence, u64)>,
+    /// The latest view not yet sent (boxed: most watches have none, and a `Presence` inline
+    /// would cost every watch its size).
+    pending: Option<Box<(Presence, u64)>>,
     /// Whether the user id is in `Inner::queue`.
     queued: bool,
     /// Subscribed but the snapshot is not queued yet: updates wait here.
@@ -238,17 +239,18 @@ impl Outbox {
             let early = watch.pending.take();
             if !watch.awaiting_snapshot && view.version < watch.seen_version {
                 // Already watched and the device has seen newer: repeat the newest known.
-                if let Some((newer, _)) = &early {
-                    *view = newer.clone();
+                if let Some(newer) = &early {
+                    *view = newer.0.clone();
                 }
             }
             watch.awaiting_snapshot = false;
             watch.seen_version = watch.seen_version.max(view.version);
             watch.sent_hash = view_hash(view);
-            if let Some((newer, newer_hash)) = early {
+            if let Some(early) = early {
+                let (newer, newer_hash) = *early;
                 if newer.version > view.version && newer_hash != hash {
                     watch.seen_version = newer.version;
-                    watch.pending = Some((newer, newer_hash));
+                    watch.pending = Some(Box::new((newer, newer_hash)));
                     if !watch.queued {
                         watch.queued = true;
                         inner.queue.push_back(view.user_id.clone());
@@ -287,14 +289,17 @@ impl Outbox {
         }
         watch.seen_version = view.version;
         if watch.awaiting_snapshot {
-            watch.pending = Some((view.clone(), hash));
+            watch.pending = Some(Box::new((view.clone(), hash)));
             return;
         }
         let replaced = if hash == watch.sent_hash {
             // Back to what the device already shows: nothing to say.
             watch.pending.take().is_some()
         } else {
-            watch.pending.replace((view.clone(), hash)).is_some()
+            watch
+                .pending
+                .replace(Box::new((view.clone(), hash)))
+                .is_some()
         };
         if replaced {
             inner.coalesced += 1;
@@ -322,7 +327,8 @@ impl Outbox {
                 continue;
             };
             watch.queued = false;
-            if let Some((view, hash)) = watch.pending.take() {
+            if let Some(pending) = watch.pending.take() {
+                let (view, hash) = *pending;
                 watch.sent_hash = hash;
                 presences.push(view);
             }

@@ -1,0 +1,189 @@
+//! `idle`: N sessions held open over C connections (streams multiplexed), each watching W
+//! users and heartbeating at the node's interval. Measures time to establish and node RSS.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use presence_node::client::{self, Credentials, Session};
+use presence_node::proto::Hello;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+
+use crate::node_process::{NodeUnderTest, Target};
+use crate::report::{Latency, Report};
+
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Sessions to hold.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: u64,
+    /// Connections to spread them over (C = N: one connection each).
+    #[arg(long, default_value_t = 10)]
+    connections: u64,
+    /// Users each session watches (random among the N users).
+    #[arg(long, default_value_t = 20)]
+    watch: usize,
+    /// How long to hold the sessions once all are open.
+    #[arg(long, default_value_t = 5.0)]
+    hold_s: f64,
+    /// Sessions being opened at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    #[command(flatten)]
+    target: Target,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub async fn run(args: IdleArgs) -> Result<(), String> {
+    let streams_per_connection = args.sessions.div_ceil(args.connections.max(1));
+    let max_streams = (streams_per_connection + 16).to_string();
+    let node =
+        NodeUnderTest::start(&args.target, &["--max-concurrent-streams", &max_streams]).await?;
+    let mut channels = Vec::new();
+    for _ in 0..args.connections {
+        channels.push(
+            client::connect(&node.url)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = node.rss_bytes();
+    println!(
+        "idle: {} sessions over {} connections, watching {} each; node RSS before {:.1} MiB",
+        args.sessions,
+        args.connections,
+        args.watch,
+        rss_before.unwrap_or(0) as f64 / 1048576.0
+    );
+
+    let errors = Arc::new(AtomicU64::new(0));
+    let opened = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Semaphore::new(args.concurrency));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let (lat_tx, mut lat_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..args.sessions {
+        let permit = gate.clone().acquire_owned().await.expect("semaphore");
+        let channel = channels[(i % args.connections) as usize].clone();
+        let (task_errors, task_opened, lat_tx) = (errors.clone(), opened.clone(), lat_tx.clone());
+        let mut stop = stop_rx.clone();
+        let watch: Vec<String> = (0..args.watch)
+            .map(|_| format!("u{}", rand::random_range(0..args.sessions)))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let hello = Hello {
+                device: "bench".into(),
+                status: None,
+                status_text: String::new(),
+            };
+            let opened_session =
+                Session::open(channel, &Credentials::User(format!("u{i}")), hello).await;
+            let (mut session, welcome) = match opened_session {
+                Ok(s) => s,
+                Err(_) => {
+                    task_errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            };
+            if !watch.is_empty() && session.subscribe(watch).await.is_err() {
+                task_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = lat_tx.send(t.elapsed().as_micros() as u64);
+            task_opened.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            let interval = Duration::from_millis(welcome.heartbeat_interval_ms.max(100));
+            // Jittered first beat, as a fleet of real devices would.
+            let mut next =
+                tokio::time::Instant::now() + interval.mul_f64(rand::random_range(0.0..1.0));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {
+                        if session.heartbeat().await.is_err() {
+                            task_errors.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        next += interval;
+                    }
+                    frame = session.recv() => {
+                        if !matches!(frame, Ok(Some(_))) {
+                            task_errors.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    _ = stop.changed() => {
+                        session.close();
+                        return;
+                    }
+                }
+            }
+        }));
+        if i % 10_000 == 9_999 {
+            println!(
+                "  started {} sessions, {} open",
+                i + 1,
+                opened.load(Ordering::Relaxed)
+            );
+        }
+    }
+    drop(lat_tx);
+    while opened.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed) < args.sessions {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let establish_s = started.elapsed().as_secs_f64();
+    while let Ok(us) = lat_rx.try_recv() {
+        let _ = histogram.record(us);
+    }
+    println!(
+        "  all open in {establish_s:.2} s; holding {:.1} s",
+        args.hold_s
+    );
+    let cpu_before_hold = node.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
+    let rss_after = node.rss_bytes();
+    // Node CPU while merely holding the sessions (heartbeats, sweeps): the idle cost.
+    let hold_cpu_s = match (cpu_before_hold, node.cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let open = opened.load(Ordering::Relaxed);
+    let per_session = match (rss_before, rss_after) {
+        (Some(before), Some(after)) if open > 0 => {
+            Some(after.saturating_sub(before) as f64 / open as f64)
+        }
+        _ => None,
+    };
+    let report = Report {
+        scenario: "idle",
+        sessions: open,
+        connections: args.connections,
+        duration_s: establish_s,
+        rss_per_session_bytes: per_session,
+        latency_ms: Latency::from_histogram(&histogram),
+        expected: args.sessions,
+        delivered: open,
+        errors: errors.load(Ordering::Relaxed),
+        throughput_per_s: open as f64 / establish_s,
+        extra: vec![
+            ("watch_per_session", json!(args.watch)),
+            ("rss_before_bytes", json!(rss_before)),
+            ("rss_after_bytes", json!(rss_after)),
+            ("node_cpu_s_while_holding", json!(hold_cpu_s)),
+            ("hold_s", json!(args.hold_s)),
+        ],
+    };
+    report.print();
+    report.save(args.out.as_deref())
+}

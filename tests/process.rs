@@ -1,0 +1,597 @@
+//! The shipped programs as real processes: `presence-node` (configuration errors, draining on
+//! SIGTERM, gRPC reflection) and the `presence` command-line client.
+//!
+//! Every process runs on a free port of 127.0.0.1 with its output captured; the output is
+//! printed when a test fails, and the process is killed when its guard is dropped.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{end_of, hello, patience, recv_until, subscribe, user_creds};
+use presence_node::client::{self, ClientError, Session};
+use presence_node::proto::{server_frame, Status as PresenceStatus};
+use tonic::transport::Channel;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const NODE_BIN: &str = env!("CARGO_BIN_EXE_presence-node");
+const CLI_BIN: &str = env!("CARGO_BIN_EXE_presence");
+const SERVICE: &str = "presence.v1.PresenceService";
+/// The node's default `--offline-grace-ms`.
+const OFFLINE_GRACE_MS: u64 = 3_000;
+
+/// A port that was free a moment ago (bound, read, released).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// A child process with captured output, killed on drop; its output is printed when the
+/// test is failing.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+fn capture(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => into.lock().unwrap().push_str(&line),
+            }
+        }
+    })
+}
+
+impl Proc {
+    fn spawn(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(program);
+        // Settings of the environment the tests run in must not leak into the programs.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PRESENCE_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            capture(child.stdout.take().unwrap(), stdout.clone()),
+            capture(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        let name = std::path::Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| program.to_string());
+        Self {
+            name: format!("{name} {}", args.join(" ")),
+            child,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child this guard owns and has not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Polls for the exit until `within` has passed; `None` if still running.
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                // The pipes close with the process: the output is complete after this.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn dump(&self) {
+        eprintln!(
+            "----- {} (pid {}) stdout -----\n{}----- stderr -----\n{}-----",
+            self.name,
+            self.pid(),
+            self.stdout(),
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump();
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A `presence-node` process serving on its own port.
+struct NodeProc {
+    proc: Proc,
+    port: u16,
+}
+
+impl NodeProc {
+    /// Starts a node with `args` and waits until it accepts connections.
+    async fn start(args: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut all = vec!["--listen-addr", listen.as_str()];
+        all.extend_from_slice(args);
+        let mut node = Self {
+            proc: Proc::spawn(NODE_BIN, &all, &[]),
+            port,
+        };
+        let deadline = Instant::now() + patience();
+        loop {
+            if let Some(status) = node.proc.exited() {
+                node.proc.dump();
+                panic!("presence-node exited before serving: {status}");
+            }
+            if client::connect(&node.url()).await.is_ok() {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "presence-node did not accept connections on {listen} within the patience"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn channel(&self) -> Channel {
+        client::connect(&self.url()).await.expect("connect")
+    }
+}
+
+async fn health_of(health: &mut HealthClient<Channel>) -> Result<ServingStatus, tonic::Status> {
+    let response = health
+        .check(HealthCheckRequest {
+            service: SERVICE.into(),
+        })
+        .await?;
+    Ok(ServingStatus::try_from(response.into_inner().status).expect("known serving status"))
+}
+
+/// Runs the CLI to completion (within the patience).
+async fn cli(args: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(CLI_BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PRESENCE_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    tokio::time::timeout(patience(), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("`presence {}` did not finish", args.join(" ")))
+        .expect("the presence CLI runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad configuration: exit code 64, the message names the setting.
+
+async fn assert_bad_config(args: &[&str], envs: &[(&str, &str)], setting: &str) {
+    // A free port, so that a node that wrongly starts does not fight over 50051.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut all = vec!["--listen-addr", listen.as_str()];
+    all.extend_from_slice(args);
+    let mut node = Proc::spawn(NODE_BIN, &all, envs);
+    let status = node
+        .wait_exit(patience())
+        .await
+        .unwrap_or_else(|| panic!("presence-node kept running with {args:?} {envs:?}"));
+    let stderr = node.stderr();
+    println!("{args:?} {envs:?}: {status}; stderr:\n{stderr}");
+    assert_eq!(status.code(), Some(64), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains(setting),
+        "the message does not name {setting}: {stderr:?}"
+    );
+}
+
+#[tokio::test]
+async fn ttl_not_above_heartbeat_interval_exits_64() {
+    assert_bad_config(
+        &[
+            "--session-ttl-ms",
+            "5000",
+            "--heartbeat-interval-ms",
+            "10000",
+        ],
+        &[],
+        "PRESENCE_SESSION_TTL_MS",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_auth_mode_from_the_environment_exits_64() {
+    assert_bad_config(&[], &[("PRESENCE_AUTH", "magic")], "PRESENCE_AUTH").await;
+}
+
+#[tokio::test]
+async fn jwt_without_a_secret_exits_64() {
+    assert_bad_config(&["--auth", "jwt"], &[], "PRESENCE_JWT_SECRET").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// SIGTERM: drain within the shutdown grace.
+
+const SHUTDOWN_GRACE_MS: u64 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_within_the_grace() {
+    let mut node = NodeProc::start(&["--shutdown-grace-ms", "2000"]).await;
+    // A device that never closes its session (but keeps reading).
+    let (mut alice, _) = Session::open(node.channel().await, &user_creds("alice"), hello("ios"))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(node.channel().await);
+    assert_eq!(
+        health_of(&mut health).await.unwrap(),
+        ServingStatus::Serving
+    );
+
+    let signalled = Instant::now();
+    node.proc.signal(libc::SIGTERM);
+
+    let reconnect = recv_until(&mut alice, "a Reconnect frame", |kind| match kind {
+        server_frame::Kind::Reconnect(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    println!("Reconnect after {:?}: {reconnect:?}", signalled.elapsed());
+    assert!(
+        reconnect.retry_after_ms <= OFFLINE_GRACE_MS,
+        "retry_after_ms {} beyond the offline grace {OFFLINE_GRACE_MS}",
+        reconnect.retry_after_ms
+    );
+
+    // The node drains: health says NOT_SERVING.
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    loop {
+        match health_of(&mut health).await {
+            Ok(ServingStatus::NotServing) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "health still answers {other:?} during the drain"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("health NOT_SERVING after {:?}", signalled.elapsed());
+
+    // A new session is refused: UNAVAILABLE, or no connection at all.
+    match client::connect(&node.url()).await {
+        Err(e @ ClientError::Unreachable { .. }) => println!("new connection refused: {e}"),
+        Err(e) => panic!("unexpected connect error: {e:?}"),
+        Ok(channel) => match Session::open(channel, &user_creds("bob"), hello("web")).await {
+            Err(ClientError::Refused(status)) => {
+                println!("new session refused: {status:?}");
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            }
+            Err(other) => panic!("new session failed without UNAVAILABLE: {other:?}"),
+            Ok((_, welcome)) => panic!("a session opened during the drain: {welcome:?}"),
+        },
+    }
+
+    // alice never closed: her stream is ended with UNAVAILABLE when the grace runs out.
+    let end = end_of(&mut alice).await;
+    println!(
+        "alice's stream ended after {:?}: {end:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(
+        end.as_ref().map_err(|s| s.code()),
+        Err(Code::Unavailable),
+        "{end:?}"
+    );
+
+    let limit = Duration::from_millis(SHUTDOWN_GRACE_MS + 2_000);
+    let status = node
+        .proc
+        .wait_exit(limit.saturating_sub(signalled.elapsed()))
+        .await;
+    let took = signalled.elapsed();
+    println!("presence-node exited after {took:?} (limit {limit:?}): {status:?}");
+    let status = status.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_despite_a_client_that_stopped_reading() {
+    // Large texts and no rate limit, so a few changes fill the stalled client's HTTP/2
+    // windows and the node has frames it cannot deliver when the drain starts.
+    let mut node = NodeProc::start(&[
+        "--shutdown-grace-ms",
+        "2000",
+        "--max-status-text-bytes",
+        "200000",
+        "--status-rate-per-s",
+        "100000",
+        "--status-rate-burst",
+        "100000",
+    ])
+    .await;
+    let (mut carol, _) = Session::open(node.channel().await, &user_creds("carol"), hello("web"))
+        .await
+        .unwrap();
+    let (mut alice, _) = Session::open(node.channel().await, &user_creds("alice"), hello("ios"))
+        .await
+        .unwrap();
+    subscribe(&mut carol, &["alice"]).await;
+    // From here on carol never reads again; her connection and stream stay open.
+
+    // 100 changes of ~200 kB each: ~20 MB for carol, far beyond her stream window (2 MB)
+    // and the socket buffers.
+    let big = "x".repeat(199_990);
+    for i in 0..100u32 {
+        let status = if i % 2 == 0 {
+            PresenceStatus::Busy
+        } else {
+            PresenceStatus::Away
+        };
+        let reference = alice
+            .set_status(status, format!("{i:05}{big}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            common::answer(&mut alice, reference).await,
+            Ok(()),
+            "frame {i}"
+        );
+    }
+    alice.close();
+
+    let signalled = Instant::now();
+    node.proc.signal(libc::SIGTERM);
+    let limit = Duration::from_millis(SHUTDOWN_GRACE_MS + 2_000);
+    let status = node.proc.wait_exit(limit).await;
+    let took = signalled.elapsed();
+    println!("presence-node exited after {took:?} (limit {limit:?}): {status:?}");
+    let status = status.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
+    assert!(status.success(), "exit status {status}");
+
+    // What carol's client had buffered (for the record): the node could not push her the
+    // 100 changes, so it must have held (coalesced) the rest.
+    let mut updates = 0;
+    let end = loop {
+        match tokio::time::timeout(patience(), carol.recv()).await {
+            Ok(Ok(Some(frame))) => {
+                if matches!(frame.kind, Some(server_frame::Kind::Update(_))) {
+                    updates += 1;
+                }
+            }
+            Ok(other) => break format!("{other:?}"),
+            Err(_) => break "no end within the patience".to_string(),
+        }
+    };
+    println!("the stalled client had {updates} updates buffered; then {end}");
+    drop(carol);
+}
+
+// ---------------------------------------------------------------------------------------
+// The `presence` CLI.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_get_prints_an_offline_user() {
+    let node = NodeProc::start(&[]).await;
+    let output = cli(&["--server", &node.url(), "--user", "bob", "get", "alice"]).await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    println!(
+        "status {}\nstdout:\n{stdout}stderr:\n{stderr}",
+        output.status
+    );
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line per user: {stdout:?}");
+    assert!(lines[0].starts_with("alice"), "{stdout:?}");
+    assert!(lines[0].contains("offline"), "{stdout:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_get_from_an_unreachable_server_fails_with_one_line() {
+    let output = cli(&[
+        "--server",
+        "http://127.0.0.1:1",
+        "--user",
+        "bob",
+        "get",
+        "alice",
+    ])
+    .await;
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    println!(
+        "status {}\nstdout:\n{stdout}stderr:\n{stderr}",
+        output.status
+    );
+    assert!(!output.status.success(), "exit status {}", output.status);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr: {stderr:?}");
+    assert!(lines[0].starts_with("presence:"), "{stderr:?}");
+    assert!(stdout.is_empty(), "nothing on stdout: {stdout:?}");
+}
+
+/// Runs `presence get alice` (as bob) until its line for alice satisfies `want`.
+async fn cli_get_until(url: &str, what: &str, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + patience();
+    loop {
+        let output = cli(&["--server", url, "--user", "bob", "get", "alice"]).await;
+        let stdout = text(&output.stdout);
+        if output.status.success() && want(stdout.trim_end()) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`presence get alice` never showed {what}; last: {} {stdout:?} {:?}",
+            output.status,
+            text(&output.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_status_is_visible_until_interrupted() {
+    let node = NodeProc::start(&[]).await;
+    let url = node.url();
+    let mut status = Proc::spawn(
+        CLI_BIN,
+        &[
+            "--server",
+            &url,
+            "--user",
+            "alice",
+            "status",
+            "busy",
+            "in a meeting",
+        ],
+        &[],
+    );
+
+    let line = cli_get_until(&url, "alice busy \"in a meeting\"", |line| {
+        line.starts_with("alice") && line.contains("busy") && line.contains("\"in a meeting\"")
+    })
+    .await;
+    println!("while `presence status` runs: {line}");
+    assert!(
+        status.exited().is_none(),
+        "`presence status` stopped on its own"
+    );
+
+    // Ctrl-C: it half-closes cleanly and exits 0.
+    let interrupted = Instant::now();
+    status.signal(libc::SIGINT);
+    let exit = status
+        .wait_exit(patience())
+        .await
+        .expect("`presence status` exits after SIGINT");
+    println!(
+        "`presence status` exited after {:?}: {exit}; stdout: {:?}",
+        interrupted.elapsed(),
+        status.stdout()
+    );
+    assert!(
+        exit.success(),
+        "exit status {exit}; stderr {:?}",
+        status.stderr()
+    );
+    assert!(
+        status.stdout().contains("you are busy as alice"),
+        "{:?}",
+        status.stdout()
+    );
+
+    // A clean half-close ends the session at once: alice is offline.
+    let line = cli_get_until(&url, "alice offline", |line| {
+        line.starts_with("alice") && line.contains("offline")
+    })
+    .await;
+    println!("after SIGINT: {line}");
+    assert!(
+        !line.contains("in a meeting"),
+        "offline shows no text: {line}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// gRPC reflection.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let node = NodeProc::start(&[]).await;
+    let mut reflection = ServerReflectionClient::new(node.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let response = tokio::time::timeout(patience(), responses.message())
+        .await
+        .expect("a reflection response within the patience")
+        .expect("reflection response")
+        .expect("one response");
+    let services: Vec<String> = match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("expected a service list, got {other:?}"),
+    };
+    println!("reflection lists: {services:?}");
+    for wanted in [SERVICE, "grpc.health.v1.Health"] {
+        assert!(
+            services.iter().any(|s| s == wanted),
+            "{wanted} missing from {services:?}"
+        );
+    }
+}
