@@ -23,7 +23,7 @@ use crate::node::Node;
 use crate::proto::presence_service_server::PresenceServiceServer;
 use crate::registry::Registry;
 use crate::service::PresenceApi;
-use crate::session::supervisor::SessionSupervisor;
+use crate::session::supervisor::{SessionSupervisor, SupervisorMsg};
 use crate::session::SessionMsg;
 use crate::store::MemoryStore;
 use crate::sweeper;
@@ -58,9 +58,19 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
     let node_id = config.resolved_node_id();
-    Ok(Arc::new(Node::new(
-        config, node_id, clock, store, auth, registry, supervisor,
-    )))
+    let node = Arc::new(Node::new(
+        config,
+        node_id,
+        clock,
+        store,
+        auth,
+        registry,
+        supervisor.clone(),
+    ));
+    supervisor
+        .cast(SupervisorMsg::Attach(Arc::downgrade(&node)))
+        .map_err(|e| ServerError::Actor(e.to_string()))?;
+    Ok(node)
 }
 
 /// Serves `node` on `listener` until `shutdown` completes, then drains.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ractor::rpc::CallResult;
+use ractor::Actor;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{AuthError, Identity};
@@ -11,8 +11,8 @@ use crate::node::Node;
 use crate::presence::UserRecord;
 use crate::proto::presence_service_server::PresenceService;
 use crate::proto::{ClientFrame, GetPresenceRequest, GetPresenceResponse};
+use crate::session::actor::SessionActor;
 use crate::session::outbox::{Outbox, OutboxStream};
-use crate::session::supervisor::SupervisorMsg;
 use crate::session::SessionArgs;
 use crate::store::StoreError;
 
@@ -75,14 +75,11 @@ impl PresenceService for PresenceApi {
             outbox: outbox.clone(),
             inbound: request.into_inner(),
         };
-        let spawned = self
-            .node
-            .supervisor
-            .call(|reply| SupervisorMsg::Spawn(Box::new(args), reply), None)
-            .await;
+        let spawned =
+            Actor::spawn_linked(None, SessionActor, args, self.node.supervisor.get_cell()).await;
         match spawned {
-            Ok(CallResult::Success(Ok(_))) => Ok(Response::new(OutboxStream::new(outbox))),
-            _ => Err(Status::unavailable("cannot start a session; node stopping")),
+            Ok(_) => Ok(Response::new(OutboxStream::new(outbox))),
+            Err(e) => Err(Status::unavailable(format!("cannot start a session: {e}"))),
         }
     }
 

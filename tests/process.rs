@@ -510,6 +510,20 @@ async fn cli_status_is_visible_until_interrupted() {
         &[],
     );
 
+    // It says so once its session is confirmed; only then does Ctrl-C mean "go offline"
+    // (before that it abandons a half-open call).
+    let deadline = Instant::now() + patience();
+    while !status.stdout().contains("you are busy as alice") {
+        assert!(
+            status.exited().is_none(),
+            "`presence status` stopped on its own"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "`presence status` did not confirm within the patience"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let line = cli_get_until(&url, "alice busy \"in a meeting\"", |line| {
         line.starts_with("alice") && line.contains("busy") && line.contains("\"in a meeting\"")
     })
@@ -537,18 +551,19 @@ async fn cli_status_is_visible_until_interrupted() {
         "exit status {exit}; stderr {:?}",
         status.stderr()
     );
-    assert!(
-        status.stdout().contains("you are busy as alice"),
-        "{:?}",
-        status.stdout()
-    );
 
-    // A clean half-close ends the session at once: alice is offline.
+    // A clean half-close ends the session at once: alice is offline, well before an abrupt
+    // end's offline grace would have let her go.
     let line = cli_get_until(&url, "alice offline", |line| {
         line.starts_with("alice") && line.contains("offline")
     })
     .await;
-    println!("after SIGINT: {line}");
+    let offline_after = interrupted.elapsed();
+    println!("after SIGINT: offline after {offline_after:?}: {line}");
+    assert!(
+        offline_after < Duration::from_millis(OFFLINE_GRACE_MS),
+        "offline only after {offline_after:?}: the session lingered (not a clean half-close)"
+    );
     assert!(
         !line.contains("in a meeting"),
         "offline shows no text: {line}"

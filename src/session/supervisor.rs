@@ -1,32 +1,30 @@
-//! Spawns session actors and cleans up after one that crashed, so a panicking session
+//! Supervises session actors and cleans up after one that crashed, so a panicking session
 //! never takes the node down nor leaves a ghost: its store entry lingers for the grace
 //! (the device will likely reconnect), its watches are dropped and its stream ends.
+//!
+//! Sessions are spawned linked to it directly by the service (not through its mailbox, which
+//! would make every session start wait in one queue); on a crash it finds the session by
+//! its actor id in the session table.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::Weak;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, warn};
 
-use super::actor::{SessionActor, SessionArgs, SessionMsg};
 use crate::node::Node;
-use crate::registry::{RegistryMsg, SessionKey};
+use crate::registry::RegistryMsg;
 use crate::store::Op;
 
 pub enum SupervisorMsg {
-    /// Starts a session actor linked to the supervisor.
-    Spawn(
-        Box<SessionArgs>,
-        RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
-    ),
+    /// The node this supervisor works for (created after the supervisor).
+    Attach(Weak<Node>),
 }
 
 pub struct SessionSupervisor;
 
 #[derive(Default)]
 pub struct SupervisorState {
-    /// Which session each child actor serves, to clean up after a crash.
-    children: HashMap<ActorId, (SessionKey, Arc<Node>)>,
+    node: Option<Weak<Node>>,
 }
 
 impl Actor for SessionSupervisor {
@@ -44,25 +42,12 @@ impl Actor for SessionSupervisor {
 
     async fn handle(
         &self,
-        myself: ActorRef<SupervisorMsg>,
+        _myself: ActorRef<SupervisorMsg>,
         message: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Spawn(args, reply) => {
-                let key = args.key;
-                let node = args.node.clone();
-                let spawned =
-                    Actor::spawn_linked(None, SessionActor, *args, myself.get_cell()).await;
-                let result = match spawned {
-                    Ok((actor, _)) => {
-                        state.children.insert(actor.get_id(), (key, node));
-                        Ok(actor)
-                    }
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = reply.send(result);
-            }
+            SupervisorMsg::Attach(node) => state.node = Some(node),
         }
         Ok(())
     }
@@ -74,24 +59,21 @@ impl Actor for SessionSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         // Overridden so that a child's exit never stops the supervisor (the default does).
-        match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                state.children.remove(&cell.get_id());
+        if let SupervisionEvent::ActorFailed(cell, err) = event {
+            error!(actor = %cell.get_id(), error = %err, "session actor crashed");
+            if let Some(node) = state.node.as_ref().and_then(Weak::upgrade) {
+                clean_up_crashed(&node, cell.get_id()).await;
             }
-            SupervisionEvent::ActorFailed(cell, err) => {
-                error!(actor = %cell.get_id(), error = %err, "session actor crashed");
-                if let Some((key, node)) = state.children.remove(&cell.get_id()) {
-                    clean_up_crashed(&node, key).await;
-                }
-            }
-            _ => {}
         }
         Ok(())
     }
 }
 
 /// Does what the crashed actor could not: the first to take the table slot cleans up.
-async fn clean_up_crashed(node: &Node, key: SessionKey) {
+async fn clean_up_crashed(node: &Node, actor: ActorId) {
+    let Some(key) = node.sessions.key_of_actor(actor) else {
+        return;
+    };
     let Some(slot) = node.sessions.remove(key) else {
         return;
     };

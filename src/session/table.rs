@@ -69,6 +69,14 @@ impl SessionTable {
             .collect()
     }
 
+    /// The session an actor serves (a scan: only used after a crash).
+    pub fn key_of_actor(&self, actor: ractor::ActorId) -> Option<SessionKey> {
+        self.slots
+            .iter()
+            .find(|slot| slot.actor.get_id() == actor)
+            .map(|slot| *slot.key())
+    }
+
     /// Every session's actor (for drain).
     pub fn actors(&self) -> Vec<ActorRef<SessionMsg>> {
         self.slots.iter().map(|slot| slot.actor.clone()).collect()
