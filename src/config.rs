@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::auth::{Authenticator, JwtKey, JwtSettings};
 use crate::presence::limits::{self, Limits};
@@ -209,15 +209,40 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad configuration: {setting}: {problem}")]
 pub struct ConfigError {
-    pub setting: &'static str,
+    /// The environment variable name of the setting (or "arguments").
+    pub setting: String,
     pub problem: String,
 }
 
-fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+fn bad(setting: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
-        setting,
+        setting: setting.to_owned(),
         problem: problem.into(),
     }
+}
+
+/// Turns a clap error into one naming the setting by its environment variable, so the
+/// message helps whether the value came from a flag or from the environment.
+fn from_clap(e: clap::Error) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue};
+    let setting = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => {
+            let long = flag.trim_start_matches("--");
+            let long = long.split_whitespace().next().unwrap_or(long);
+            Config::command()
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .and_then(|a| a.get_env())
+                .map(|env| env.to_string_lossy().into_owned())
+        }
+        _ => None,
+    };
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    bad(
+        setting.as_deref().unwrap_or("arguments"),
+        first.trim_start_matches("error: ").trim(),
+    )
 }
 
 impl Config {
@@ -233,7 +258,7 @@ impl Config {
                 Ok(config)
             }
             Err(e) if !e.use_stderr() => e.exit(),
-            Err(e) => Err(bad("arguments", e.to_string().trim().to_owned())),
+            Err(e) => Err(from_clap(e)),
         }
     }
 
@@ -244,7 +269,7 @@ impl Config {
 
     /// Checks the invariants between settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 9] = [
+        let positive: [(&str, u64); 9] = [
             ("PRESENCE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms),
             ("PRESENCE_SESSION_TTL_MS", self.session_ttl_ms),
             ("PRESENCE_HELLO_TIMEOUT_MS", self.hello_timeout_ms),
@@ -260,7 +285,7 @@ impl Config {
                 return Err(bad(setting, "must be greater than 0"));
             }
         }
-        let counts: [(&'static str, u64); 11] = [
+        let counts: [(&str, u64); 11] = [
             ("PRESENCE_MAX_SUBSCRIPTIONS", self.max_subscriptions as u64),
             (
                 "PRESENCE_MAX_SESSIONS_PER_USER",
@@ -455,9 +480,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_values_are_refused() {
+    fn unknown_values_are_refused_naming_the_setting() {
         let err = parse(&["--auth", "magic"]).unwrap_err();
         assert!(err.to_string().contains("magic"), "{err}");
+        assert_eq!(err.setting, "PRESENCE_AUTH");
         assert!(parse(&["--max-subscriptions", "-1"]).is_err());
     }
 

@@ -268,7 +268,9 @@ impl SessionState {
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
         let reference = frame.r#ref;
         let Some(kind) = frame.kind else {
-            return self.refuse(reference, ErrorCode::InvalidArgument, "empty frame");
+            return self
+                .refuse(reference, ErrorCode::InvalidArgument, "empty frame")
+                .await;
         };
         if self.device.is_none() {
             return match kind {
@@ -279,11 +281,14 @@ impl SessionState {
             };
         }
         match kind {
-            client_frame::Kind::Hello(_) => self.refuse(
-                reference,
-                ErrorCode::FailedPrecondition,
-                "hello was already received",
-            ),
+            client_frame::Kind::Hello(_) => {
+                self.refuse(
+                    reference,
+                    ErrorCode::FailedPrecondition,
+                    "hello was already received",
+                )
+                .await
+            }
             client_frame::Kind::Heartbeat(Heartbeat {}) => {
                 Ok(self
                     .outbox
@@ -293,22 +298,34 @@ impl SessionState {
             }
             client_frame::Kind::SetStatus(set) => self.on_set_status(reference, set).await,
             client_frame::Kind::Subscribe(sub) => self.on_subscribe(reference, sub).await,
-            client_frame::Kind::Unsubscribe(unsub) => self.on_unsubscribe(reference, unsub),
+            client_frame::Kind::Unsubscribe(unsub) => self.on_unsubscribe(reference, unsub).await,
         }
     }
 
     /// Answers a frame with an `Error`; the session goes on.
-    fn refuse(
+    async fn refuse(
         &self,
         reference: u64,
         code: ErrorCode,
         message: impl Into<String>,
     ) -> Result<(), End> {
-        Ok(self.outbox.push(error_frame(reference, code, message))?)
+        self.reply(error_frame(reference, code, message)).await
     }
 
-    fn refuse_limit(&self, reference: u64, err: LimitError) -> Result<(), End> {
-        self.refuse(reference, err.code(), err.to_string())
+    async fn refuse_limit(&self, reference: u64, err: LimitError) -> Result<(), End> {
+        self.refuse(reference, err.code(), err.to_string()).await
+    }
+
+    /// Queues a reply, waiting (and so not reading further frames) while the device has
+    /// too many unread replies.
+    async fn reply(&self, frame: server_frame::Kind) -> Result<(), End> {
+        self.outbox.reserve(self.slow_consumer_patience()).await?;
+        Ok(self.outbox.push(frame)?)
+    }
+
+    /// How long a device may leave its replies unread: as long as it may stay silent.
+    fn slow_consumer_patience(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.node.config.session_ttl_ms)
     }
 
     async fn on_hello(&mut self, hello: Hello) -> Result<(), End> {
@@ -354,27 +371,30 @@ impl SessionState {
         self.device = Some(hello.device);
         debug!(user = %self.user_id, session = %self.session_id, "session opened");
         let config = &self.node.config;
-        Ok(self.outbox.push(server_frame::Kind::Welcome(Welcome {
+        self.reply(server_frame::Kind::Welcome(Welcome {
             session_id: self.session_id.clone(),
             user_id: self.user_id.clone(),
             node_id: self.node.node_id.clone(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             session_ttl_ms: config.session_ttl_ms,
             max_subscriptions: u32::try_from(config.max_subscriptions).unwrap_or(u32::MAX),
-        }))?)
+        }))
+        .await
     }
 
     async fn on_set_status(&mut self, reference: u64, set: SetStatus) -> Result<(), End> {
         if self.status_limiter.check().is_err() {
-            return self.refuse(
-                reference,
-                ErrorCode::RateLimited,
-                "too many set_status frames",
-            );
+            return self
+                .refuse(
+                    reference,
+                    ErrorCode::RateLimited,
+                    "too many set_status frames",
+                )
+                .await;
         }
         let status = match self.node.limits.check_choice(set.status, &set.status_text) {
             Ok(status) => status,
-            Err(e) => return self.refuse_limit(reference, e),
+            Err(e) => return self.refuse_limit(reference, e).await,
         };
         let now = self.node.now_ms();
         let op = Op::SetStatus {
@@ -384,25 +404,30 @@ impl SessionState {
         };
         match self.node.store.apply_one(op, now).await {
             Ok(changed) => self.node.publish(changed.into_iter().collect()),
-            Err(e) => return self.refuse(reference, ErrorCode::Unavailable, e.to_string()),
+            Err(e) => {
+                return self
+                    .refuse(reference, ErrorCode::Unavailable, e.to_string())
+                    .await
+            }
         }
-        Ok(self
-            .outbox
-            .push(server_frame::Kind::Ack(Ack { r#ref: reference }))?)
+        self.reply(server_frame::Kind::Ack(Ack { r#ref: reference }))
+            .await
     }
 
     async fn on_subscribe(&mut self, reference: u64, sub: Subscribe) -> Result<(), End> {
         if self.subscribe_limiter.check().is_err() {
-            return self.refuse(
-                reference,
-                ErrorCode::RateLimited,
-                "too many subscribe frames",
-            );
+            return self
+                .refuse(
+                    reference,
+                    ErrorCode::RateLimited,
+                    "too many subscribe frames",
+                )
+                .await;
         }
         let limits = &self.node.limits;
         let ids = match limits.check_ids(&sub.user_ids) {
             Ok(ids) => ids,
-            Err(e) => return self.refuse_limit(reference, e),
+            Err(e) => return self.refuse_limit(reference, e).await,
         };
         let would_watch = self.outbox.watch_count() + self.outbox.count_unwatched(&ids);
         if would_watch > limits.max_subscriptions {
@@ -410,7 +435,7 @@ impl SessionState {
                 would_watch,
                 max: limits.max_subscriptions,
             };
-            return self.refuse_limit(reference, err);
+            return self.refuse_limit(reference, err).await;
         }
         // Register before reading, so no change between the read and the registration is
         // missed; the outbox drops what the snapshot already covers.
@@ -431,7 +456,9 @@ impl SessionState {
                 .await;
             if !matches!(registered, Ok(CallResult::Success(()))) {
                 self.outbox.unwatch(&added);
-                return self.refuse(reference, ErrorCode::Unavailable, "node stopping");
+                return self
+                    .refuse(reference, ErrorCode::Unavailable, "node stopping")
+                    .await;
             }
         }
         let records = match self.node.store.get(&ids, self.node.now_ms()).await {
@@ -442,7 +469,9 @@ impl SessionState {
                     session: self.key,
                     user_ids: added,
                 });
-                return self.refuse(reference, ErrorCode::Unavailable, e.to_string());
+                return self
+                    .refuse(reference, ErrorCode::Unavailable, e.to_string())
+                    .await;
             }
         };
         let views = ids
@@ -456,20 +485,23 @@ impl SessionState {
                 }
             })
             .collect();
+        self.outbox.reserve(self.slow_consumer_patience()).await?;
         Ok(self.outbox.complete_snapshot(reference, views)?)
     }
 
-    fn on_unsubscribe(&mut self, reference: u64, unsub: Unsubscribe) -> Result<(), End> {
+    async fn on_unsubscribe(&mut self, reference: u64, unsub: Unsubscribe) -> Result<(), End> {
         if self.subscribe_limiter.check().is_err() {
-            return self.refuse(
-                reference,
-                ErrorCode::RateLimited,
-                "too many unsubscribe frames",
-            );
+            return self
+                .refuse(
+                    reference,
+                    ErrorCode::RateLimited,
+                    "too many unsubscribe frames",
+                )
+                .await;
         }
         let ids = match self.node.limits.check_ids(&unsub.user_ids) {
             Ok(ids) => ids,
-            Err(e) => return self.refuse_limit(reference, e),
+            Err(e) => return self.refuse_limit(reference, e).await,
         };
         let removed = self.outbox.unwatch(&ids);
         if !removed.is_empty() {
@@ -478,9 +510,8 @@ impl SessionState {
                 user_ids: removed,
             });
         }
-        Ok(self
-            .outbox
-            .push(server_frame::Kind::Ack(Ack { r#ref: reference }))?)
+        self.reply(server_frame::Kind::Ack(Ack { r#ref: reference }))
+            .await
     }
 
     /// Ends the session once: the store forgets it (now or after the grace), watchers are

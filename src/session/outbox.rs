@@ -3,8 +3,9 @@
 //! It is the response stream itself (no writer task, no channel): the transport pulls a
 //! frame when HTTP/2 flow control lets it, so a slow reader leaves updates here, where they
 //! are coalesced to the latest per user. Memory is bounded by the watch list (one pending
-//! entry per watched user) plus `max_control_frames` replies; past that the session ends
-//! with RESOURCE_EXHAUSTED.
+//! entry per watched user) plus `max_control_frames` replies. A session whose replies are
+//! not read waits (and so stops reading the device's frames: backpressure) for up to a
+//! timeout, then ends with RESOURCE_EXHAUSTED.
 //!
 //! It also holds the watch list, because what may be sent depends on it: a watcher gets an
 //! update only when its view of a user changed, its versions per user strictly increase,
@@ -23,6 +24,9 @@ use crate::proto::{server_frame, Presence, PresenceUpdate, ServerFrame, Snapshot
 
 /// Most users in one `PresenceUpdate` frame; keeps frames well under the message size limit.
 const MAX_UPDATE_BATCH: usize = 256;
+
+/// Room kept above the reply bound for frames the node sends on its own (`Reconnect`).
+const UNSOLICITED_SLACK: usize = 8;
 
 /// Both views of one user's record at one version, computed once per fan-out and shared by
 /// every local watcher.
@@ -108,6 +112,8 @@ pub struct Outbox {
     owner: String,
     max_control_frames: usize,
     inner: Mutex<Inner>,
+    /// Signalled when the transport took a reply, for `reserve`.
+    space: tokio::sync::Notify,
 }
 
 impl Outbox {
@@ -123,7 +129,36 @@ impl Outbox {
                 waker: None,
                 coalesced: 0,
             }),
+            space: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Waits until a reply fits. A device that does not read its replies for `patience`
+    /// is a slow consumer: the stream is ended with RESOURCE_EXHAUSTED.
+    pub async fn reserve(&self, patience: std::time::Duration) -> Result<(), Overflow> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if inner.ending.is_some() {
+                    return Err(Overflow::Closed);
+                }
+                if inner.control.len() < self.max_control_frames {
+                    return Ok(());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    inner.ending = Some(Err(tonic::Status::resource_exhausted(
+                        "slow consumer: replies not read",
+                    )));
+                    wake(&mut inner);
+                    return Err(Overflow::SlowConsumer);
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, space).await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -146,7 +181,7 @@ impl Outbox {
         if inner.ending.is_some() {
             return Err(Overflow::Closed);
         }
-        if inner.control.len() >= max_control_frames {
+        if inner.control.len() >= max_control_frames + UNSOLICITED_SLACK {
             inner.ending = Some(Err(tonic::Status::resource_exhausted(
                 "slow consumer: too many unread frames",
             )));
@@ -316,6 +351,7 @@ impl Outbox {
         let mut inner = self.lock();
         let inner = &mut *inner;
         if let Some(frame) = inner.control.pop_front() {
+            self.space.notify_waiters();
             return Poll::Ready(Some(Ok(frame)));
         }
         let mut presences = Vec::new();
@@ -526,15 +562,15 @@ mod tests {
     }
 
     #[test]
-    fn too_many_unread_replies_end_the_stream_with_resource_exhausted() {
+    fn too_many_unsolicited_frames_end_the_stream_with_resource_exhausted() {
         let outbox = Outbox::new("me", 3);
-        for r in 0..3 {
+        for r in 0..(3 + UNSOLICITED_SLACK as u64) {
             outbox
                 .push(server_frame::Kind::Ack(Ack { r#ref: r }))
                 .unwrap();
         }
         assert_eq!(
-            outbox.push(server_frame::Kind::Ack(Ack { r#ref: 3 })),
+            outbox.push(server_frame::Kind::Ack(Ack { r#ref: 99 })),
             Err(Overflow::SlowConsumer)
         );
         let mut stream = OutboxStream::new(outbox.clone());
@@ -542,11 +578,39 @@ mod tests {
         while let Some(Some(item)) = stream.next().now_or_never() {
             items.push(item);
         }
-        assert_eq!(items.len(), 4);
+        assert_eq!(items.len(), 3 + UNSOLICITED_SLACK + 1);
         assert_eq!(
-            items[3].as_ref().unwrap_err().code(),
+            items.last().unwrap().as_ref().unwrap_err().code(),
             tonic::Code::ResourceExhausted
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replies_wait_for_the_reader_then_give_up() {
+        let outbox = Outbox::new("me", 2);
+        let patience = std::time::Duration::from_secs(30);
+        for r in 0..2 {
+            outbox.reserve(patience).await.unwrap();
+            outbox
+                .push(server_frame::Kind::Ack(Ack { r#ref: r }))
+                .unwrap();
+        }
+        // Full: a reader taking one frame makes room.
+        let waiting = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.reserve(patience).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let mut stream = OutboxStream::new(outbox.clone());
+        stream.next().await.unwrap().unwrap();
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        outbox
+            .push(server_frame::Kind::Ack(Ack { r#ref: 2 }))
+            .unwrap();
+        // Nobody reads any more: after the patience the session is a slow consumer.
+        assert_eq!(outbox.reserve(patience).await, Err(Overflow::SlowConsumer));
+        assert!(outbox.is_closed());
     }
 
     #[test]
