@@ -33,6 +33,7 @@ pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_JWT_LEEWAY_MS: u64 = 5_000;
+pub const DEFAULT_RESYNC_INTERVAL_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -67,7 +68,7 @@ pub struct Config {
     pub listen_addr: SocketAddr,
 
     /// Unset: embedded in-memory store (single node). `redis://...`: cluster mode.
-    #[arg(long, env = "PRESENCE_REDIS_URL")]
+    #[arg(long, env = "PRESENCE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// Prefix of every Redis key and channel.
@@ -200,9 +201,22 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_SWEEP_INTERVAL_MS", default_value_t = DEFAULT_SWEEP_INTERVAL_MS)]
     pub sweep_interval_ms: u64,
 
+    /// Cluster mode: how often the node re-asserts its sessions and re-reads watched users
+    /// (besides after every Redis reconnect).
+    #[arg(long, env = "PRESENCE_RESYNC_INTERVAL_MS", default_value_t = DEFAULT_RESYNC_INTERVAL_MS)]
+    pub resync_interval_ms: u64,
+
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// A Redis URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// A setting that is wrong, named as operators set it.
@@ -349,12 +363,20 @@ impl Config {
             }
         }
         if let Some(url) = &self.redis_url {
-            return Err(bad(
-                "PRESENCE_REDIS_URL",
-                format!(
-                    "{url:?}: cluster mode on Redis is not available in this version; unset it to run with the embedded store"
-                ),
-            ));
+            if !url.starts_with("redis://") {
+                return Err(bad(
+                    "PRESENCE_REDIS_URL",
+                    format!(
+                        "{:?}: expected redis://[user:password@]host:port[/db] (rediss:// and Redis Cluster are not supported yet)",
+                        redact(url)
+                    ),
+                ));
+            }
+            redis::Client::open(url.as_str())
+                .map_err(|e| bad("PRESENCE_REDIS_URL", format!("{:?}: {e}", redact(url))))?;
+        }
+        if self.resync_interval_ms == 0 {
+            return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
         }
         self.authenticator()?;
         Ok(())

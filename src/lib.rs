@@ -5,6 +5,8 @@
 //! - `proto`: the generated `presence.v1` API (from `proto/presence/v1/presence.proto`).
 //! - `presence`: pure presence logic with time passed in: records, views, versions, limits.
 //! - `store`: the truth about every user (trait); `store::memory` is the embedded default.
+//! - `cluster`: cluster mode on Redis: the Redis store and the bridge (pub/sub, node lease,
+//!   dead-node sweep, resync).
 //! - `session`: one device's stream: the session actor, its outbox (the coalescing response
 //!   stream), the table of live sessions and the supervisor that cleans up after crashes.
 //! - `registry`: the actor that knows which local sessions watch which users; fans out.
@@ -21,6 +23,7 @@
 pub mod auth;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod node;
 pub mod presence;

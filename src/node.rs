@@ -28,6 +28,8 @@ pub struct Node {
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
+    /// Background tasks the node owns (cluster bridge), aborted when it stops.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Node {
@@ -53,6 +55,7 @@ impl Node {
             sessions: SessionTable::default(),
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
+            tasks: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -72,6 +75,21 @@ impl Node {
     pub fn next_session(&self) -> (SessionKey, String) {
         let key = self.next_session.fetch_add(1, Ordering::Relaxed);
         (key, format!("{}:{key}", self.node_id))
+    }
+
+    pub fn own_task(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks.lock().unwrap().push(task);
+    }
+
+    pub fn abort_tasks(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// When the last lingering session this node holds in the store ends its grace.
+    pub fn store_linger_deadline(&self) -> Option<u64> {
+        self.store.last_linger_deadline()
     }
 
     /// Hands changed records to the registry for fan-out.

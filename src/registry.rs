@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::cluster::Interest;
 use crate::presence::UserRecord;
 use crate::session::outbox::{Outbox, ViewPair};
 
@@ -41,11 +42,16 @@ pub struct Registry;
 pub struct RegistryState {
     /// user id -> the local sessions watching it.
     watchers: HashMap<String, HashMap<SessionKey, Arc<Outbox>>>,
+    /// Cluster mode: where first-watcher / last-watcher changes go (channel subscriptions).
+    interest: Option<Arc<Interest>>,
 }
 
 impl RegistryState {
     fn watch(&mut self, session: SessionKey, outbox: &Arc<Outbox>, user_ids: Vec<String>) {
         for user in user_ids {
+            if let (Some(interest), false) = (&self.interest, self.watchers.contains_key(&user)) {
+                interest.add(&user);
+            }
             self.watchers
                 .entry(user)
                 .or_default()
@@ -59,6 +65,9 @@ impl RegistryState {
                 sessions.remove(&session);
                 if sessions.is_empty() {
                     self.watchers.remove(user);
+                    if let Some(interest) = &self.interest {
+                        interest.remove(user);
+                    }
                 }
             }
         }
@@ -85,14 +94,18 @@ impl RegistryState {
 impl Actor for Registry {
     type Msg = RegistryMsg;
     type State = RegistryState;
-    type Arguments = ();
+    /// Cluster mode: the interest set the Redis bridge follows.
+    type Arguments = Option<Arc<Interest>>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        _args: (),
+        interest: Option<Arc<Interest>>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(RegistryState::default())
+        Ok(RegistryState {
+            interest,
+            ..RegistryState::default()
+        })
     }
 
     async fn handle(

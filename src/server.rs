@@ -18,6 +18,8 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::clock::SharedClock;
+use crate::cluster::bridge::{self, BridgeTimings};
+use crate::cluster::{Interest, RedisStore};
 use crate::config::Config;
 use crate::node::Node;
 use crate::proto::presence_service_server::PresenceServiceServer;
@@ -25,7 +27,7 @@ use crate::registry::Registry;
 use crate::service::PresenceApi;
 use crate::session::supervisor::{SessionSupervisor, SupervisorMsg};
 use crate::session::SessionMsg;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store};
 use crate::sweeper;
 
 /// The gRPC service name of `PresenceService`, as health checks name it.
@@ -40,6 +42,8 @@ pub enum ServerError {
     Actor(String),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -50,14 +54,35 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     if auth.is_insecure() {
         warn!("PRESENCE_AUTH=insecure: callers choose their identity with x-user-id; never expose this node");
     }
-    let store = Arc::new(MemoryStore::new(config.status_retention_ms));
-    let (registry, _) = Actor::spawn(None, Registry, ())
+    let node_id = config.resolved_node_id();
+    let cluster = match &config.redis_url {
+        Some(url) => {
+            let store = RedisStore::new(
+                url,
+                &config.key_prefix,
+                &node_id,
+                config.status_retention_ms,
+                config.node_lease_ttl_ms,
+            )
+            .map_err(ServerError::Redis)?;
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| ServerError::Redis(e.to_string()))?;
+            Some((Arc::new(store), Arc::new(Interest::default()), client))
+        }
+        None => None,
+    };
+    let store: Arc<dyn Store> = match &cluster {
+        Some((store, _, _)) => store.clone(),
+        None => Arc::new(MemoryStore::new(config.status_retention_ms)),
+    };
+    let interest = cluster.as_ref().map(|(_, interest, _)| interest.clone());
+    let (registry, _) = Actor::spawn(None, Registry, interest)
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
     let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ())
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
-    let node_id = config.resolved_node_id();
+    let timings = BridgeTimings::from_lease_ttl(config.node_lease_ttl_ms, config.resync_interval_ms);
     let node = Arc::new(Node::new(
         config,
         node_id,
@@ -70,6 +95,11 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     supervisor
         .cast(SupervisorMsg::Attach(Arc::downgrade(&node)))
         .map_err(|e| ServerError::Actor(e.to_string()))?;
+    if let Some((store, interest, client)) = cluster {
+        info!(node_id = %node.node_id, "cluster mode: state in Redis");
+        let bridge = tokio::spawn(bridge::run(node.clone(), store, interest, client, timings));
+        node.own_task(bridge);
+    }
     Ok(node)
 }
 
@@ -113,6 +143,9 @@ pub async fn serve(
             }),
     );
     let sweeper = tokio::spawn(sweeper::run(node.clone()));
+    let health_follower = node.store.health_changes().map(|changes| {
+        tokio::spawn(follow_store_health(node.clone(), health.clone(), changes))
+    });
     info!(node_id = %node.node_id, addr = ?addr, "presence node serving");
 
     tokio::select! {
@@ -172,10 +205,48 @@ pub async fn serve(
         transport.abort();
     }
     sweeper.abort();
+    if let Some(follower) = health_follower {
+        follower.abort();
+    }
+    // Lingering sessions of this node keep counting until their grace ends (a device may
+    // be reconnecting elsewhere); then the store forgets what this node still holds.
+    let now = node.now_ms();
+    if let Some(last) = node.store_linger_deadline() {
+        let wait = Duration::from_millis(last.saturating_sub(now));
+        let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(wait)).await;
+        if let Ok(changed) = node.store.reap(node.now_ms()).await {
+            node.publish(changed);
+        }
+    }
+    node.store.close(node.now_ms()).await;
+    node.abort_tasks();
     node.supervisor.stop(None);
     node.registry.stop(None);
     info!("presence node stopped");
     Ok(())
+}
+
+/// Keeps the health service in step with the store (cluster mode: Redis reachable).
+async fn follow_store_health(
+    node: Arc<Node>,
+    health: tonic_health::server::HealthReporter,
+    mut changes: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let healthy = *changes.borrow_and_update();
+        if !node.is_draining() {
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(SERVICE_NAME, status).await;
+            health.set_service_status("", status).await;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `start` then `serve`.

@@ -13,12 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{hello, patience, subscribe, user_creds};
+use common::{hello, next_update_of, patience, subscribe, user_creds};
 use presence_node::client::{self, Session};
 use presence_node::proto::{
     server_frame, Error as ErrorFrame, ServerFrame, Status as PresenceStatus,
 };
-use tokio::sync::Semaphore;
 use tonic::Code;
 
 const NODE_BIN: &str = env!("CARGO_BIN_EXE_presence-node");
@@ -152,16 +151,15 @@ struct Flood {
     /// `None`: every frame was answered; else how the stream ended early.
     ended: Option<Result<(), tonic::Status>>,
     took: Duration,
+    /// The session, still open: ending it would change the user's presence.
+    session: Session,
 }
 
 /// Sends `changes` set_status frames (alternating ONLINE/AWAY with text `n=<i>`) on
-/// `session` while a task reads the answers. With `in_flight`, at most that many frames are
-/// unanswered at any time; without, the sender never waits for answers.
-async fn flood(session: Session, changes: u64, in_flight: Option<usize>) -> Flood {
+/// `session`, pipelined (never waiting for an answer), while a task reads the answers.
+async fn flood(session: Session, changes: u64) -> Flood {
     let started = Instant::now();
     let (mut sender, mut receiver) = session.split();
-    let window = in_flight.map(|n| Arc::new(Semaphore::new(n)));
-    let reader_window = window.clone();
     let last_ref = 1 + changes; // the hello was ref 1
     let answers = tokio::spawn(async move {
         let mut acked = 0u64;
@@ -185,26 +183,13 @@ async fn flood(session: Session, changes: u64, in_flight: Option<usize>) -> Floo
                 Ok(None) => break Some(Ok(())),
                 Err(status) => break Some(Err(status)),
             };
-            if let Some(window) = &reader_window {
-                window.add_permits(1);
-            }
             if reference == last_ref {
                 break None;
             }
         };
-        if let Some(window) = &reader_window {
-            // Unblocks a sender waiting for a slot on a stream that ended.
-            window.close();
-        }
         (acked, errors, ended, receiver)
     });
     for i in 0..changes {
-        if let Some(window) = &window {
-            match window.acquire().await {
-                Ok(permit) => permit.forget(),
-                Err(_) => break,
-            }
-        }
         let status = if i % 2 == 0 {
             PresenceStatus::Online
         } else {
@@ -214,7 +199,7 @@ async fn flood(session: Session, changes: u64, in_flight: Option<usize>) -> Floo
             break; // the call ended; the reader tells how
         }
     }
-    let (acked, errors, ended, _receiver) = tokio::time::timeout(patience() * 12, answers)
+    let (acked, errors, ended, receiver) = tokio::time::timeout(patience() * 12, answers)
         .await
         .expect("the flood is answered (or ends) within 12 x the patience")
         .expect("the answer reader");
@@ -223,6 +208,7 @@ async fn flood(session: Session, changes: u64, in_flight: Option<usize>) -> Floo
         errors,
         ended,
         took: started.elapsed(),
+        session: Session::unsplit(sender, receiver),
     }
 }
 
@@ -271,10 +257,11 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
     // From here the watcher does not read (its receiver is kept, not polled).
 
     let rss_before = node.rss_bytes();
-    // alice pipelines her changes, up to 128 unanswered (below the node's default 256
-    // unread replies: see the next test for why the window is needed).
-    let flood = flood(alice, CHANGES, Some(128)).await;
+    // alice pipelines her changes; a task reads her acks so her own stream never stalls.
+    let flood = flood(alice, CHANGES).await;
     assert_all_answered(&flood, CHANGES);
+    // alice stays connected: her session ending would change her state.
+    let mut alice = flood.session;
     let rss_after = node.rss_bytes();
     let growth = rss_after.saturating_sub(rss_before);
     println!(
@@ -344,6 +331,15 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
                 updates < CHANGES / 2,
                 "{updates} updates for {CHANGES} changes: not coalesced"
             );
+            // Caught up, the watcher follows live changes again.
+            alice.close();
+            let offline = next_update_of(&mut watcher, "alice").await;
+            assert_eq!(
+                offline.status,
+                PresenceStatus::Offline as i32,
+                "{offline:?}"
+            );
+            assert!(offline.version > final_state.version);
         }
         Err(status) => {
             println!("outcome: the watcher's stream ended after {updates} updates: {status:?}");
@@ -358,6 +354,7 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
             assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
         }
     }
+    drop(alice);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -379,6 +376,6 @@ async fn a_watcher_with_a_small_window_that_stops_reading_is_coalesced_not_buffe
 async fn a_pipelining_client_that_reads_every_reply_is_not_a_slow_consumer() {
     let node = NodeProc::start(NODE_ARGS).await;
     let alice = open(&node, "alice", "ios").await;
-    let flood = flood(alice, CHANGES, None).await;
+    let flood = flood(alice, CHANGES).await;
     assert_all_answered(&flood, CHANGES);
 }

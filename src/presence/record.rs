@@ -225,6 +225,49 @@ impl UserRecord {
         true
     }
 
+    /// Makes the sessions of `node_id` exactly `sessions` (a node re-asserting what it holds
+    /// after the store lost or missed writes). `chosen` replaces the chosen status when given
+    /// (a change made while the store was unreachable). Returns whether anything changed.
+    pub fn sync_node_sessions(
+        &mut self,
+        node_id: &str,
+        sessions: &[SessionEntry],
+        chosen: Option<(Status, String)>,
+        now_ms: u64,
+    ) -> bool {
+        let mut mine: Vec<&SessionEntry> =
+            self.sessions.iter().filter(|s| s.node_id == node_id).collect();
+        mine.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        let mut wanted: Vec<&SessionEntry> = sessions.iter().collect();
+        wanted.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        let sessions_differ = mine != wanted;
+        let status_differs = chosen
+            .as_ref()
+            .is_some_and(|(status, text)| *status != self.status || *text != self.status_text);
+        if !sessions_differ && !status_differs {
+            return false;
+        }
+        let before = self.public_status();
+        if sessions_differ {
+            self.sessions.retain(|s| s.node_id != node_id);
+            // A lingering session whose device already reconnected elsewhere is not
+            // brought back: it was replaced.
+            let taken: Vec<String> = self.sessions.iter().map(|s| s.device.clone()).collect();
+            self.sessions.extend(
+                sessions
+                    .iter()
+                    .filter(|s| s.is_live() || !taken.contains(&s.device))
+                    .cloned(),
+            );
+        }
+        if let Some((status, text)) = chosen {
+            self.status = status;
+            self.status_text = text;
+        }
+        self.commit(before, now_ms);
+        true
+    }
+
     /// The earliest grace deadline among lingering sessions.
     pub fn next_linger_deadline(&self) -> Option<u64> {
         self.sessions.iter().filter_map(|s| s.linger_until_ms).min()
@@ -457,6 +500,25 @@ mod tests {
         assert!(rec.remove_node_sessions("n1", T0 + 1));
         assert_eq!(rec.view(false).devices, vec!["web"]);
         assert!(!rec.remove_node_sessions("n1", T0 + 2));
+    }
+
+    #[test]
+    fn syncing_a_nodes_sessions_restores_what_the_store_lost() {
+        let mut lost = UserRecord::new("alice");
+        let mine = vec![session("s1", "ios")];
+        assert!(lost.sync_node_sessions("n1", &mine, Some((Status::Busy, "x".into())), T0));
+        assert_eq!(lost.view(false).status, Status::Busy as i32);
+        assert_eq!(lost.view(false).devices, vec!["ios"]);
+        // Same again: nothing to change, no new version.
+        let v = lost.version;
+        assert!(!lost.sync_node_sessions("n1", &mine, None, T0 + 1));
+        assert_eq!(lost.version, v);
+        // Another node's sessions are left alone; ours replaced.
+        let mut other = session("s9", "web");
+        other.node_id = "n2".into();
+        lost.open_session(other, None, 16, T0 + 2).unwrap();
+        assert!(lost.sync_node_sessions("n1", &[], None, T0 + 3));
+        assert_eq!(lost.view(false).devices, vec!["web"]);
     }
 
     #[test]

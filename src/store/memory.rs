@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use dashmap::DashMap;
 
-use super::{Op, Outcome, Store, StoreError};
+use super::{apply_to_record, Op, Outcome, Store, StoreError};
 use crate::presence::UserRecord;
 
 /// How often (in store time) the retention scan runs; it walks every record.
@@ -45,29 +45,21 @@ impl MemoryStore {
             .records
             .entry(op.user_id().to_owned())
             .or_insert_with(|| UserRecord::new(op.user_id()));
-        let changed = match op {
-            Op::Open {
-                session,
-                initial,
-                max_live_sessions,
-                ..
-            } => {
-                record.open_session(session, initial, max_live_sessions, now_ms)?;
-                true
-            }
-            Op::SetStatus { status, text, .. } => record.set_status(status, text, now_ms),
+        let changed = apply_to_record(&mut record, &op, now_ms)?;
+        if let (
+            true,
             Op::End {
                 user_id,
-                session_id,
-                linger_until_ms,
-            } => {
-                let changed = record.end_session(&session_id, linger_until_ms, now_ms);
-                if let (true, Some(until)) = (changed, linger_until_ms) {
-                    self.lingering.lock().unwrap().insert((until, user_id));
-                }
-                changed
-            }
-        };
+                linger_until_ms: Some(until),
+                ..
+            },
+        ) = (changed, &op)
+        {
+            self.lingering
+                .lock()
+                .unwrap()
+                .insert((*until, user_id.clone()));
+        }
         Ok(changed.then(|| record.clone()))
     }
 

@@ -36,14 +36,29 @@ pub enum Op {
         session_id: String,
         linger_until_ms: Option<u64>,
     },
+    /// Lingering sessions whose grace has passed go.
+    ExpireLingering { user_id: String },
+    /// Every session of a dead node goes (the sweeper).
+    RemoveNode { user_id: String, node_id: String },
+    /// A node re-asserts its sessions of this user (and a status chosen while the store
+    /// was unreachable).
+    SyncNode {
+        user_id: String,
+        node_id: String,
+        sessions: Vec<SessionEntry>,
+        chosen: Option<(Status, String)>,
+    },
 }
 
 impl Op {
     pub fn user_id(&self) -> &str {
         match self {
-            Op::Open { user_id, .. } | Op::SetStatus { user_id, .. } | Op::End { user_id, .. } => {
-                user_id
-            }
+            Op::Open { user_id, .. }
+            | Op::SetStatus { user_id, .. }
+            | Op::End { user_id, .. }
+            | Op::ExpireLingering { user_id }
+            | Op::RemoveNode { user_id, .. }
+            | Op::SyncNode { user_id, .. } => user_id,
         }
     }
 }
@@ -60,6 +75,35 @@ pub enum StoreError {
 /// The record after a write, when the write changed it.
 pub type Outcome = Result<Option<UserRecord>, StoreError>;
 
+/// Applies `op` to `record` (the pure part every store shares). Returns whether it changed.
+pub fn apply_to_record(record: &mut UserRecord, op: &Op, now_ms: u64) -> Result<bool, StoreError> {
+    Ok(match op {
+        Op::Open {
+            session,
+            initial,
+            max_live_sessions,
+            ..
+        } => {
+            record.open_session(session.clone(), initial.clone(), *max_live_sessions, now_ms)?;
+            true
+        }
+        Op::SetStatus { status, text, .. } => record.set_status(*status, text.clone(), now_ms),
+        Op::End {
+            session_id,
+            linger_until_ms,
+            ..
+        } => record.end_session(session_id, *linger_until_ms, now_ms),
+        Op::ExpireLingering { .. } => record.expire_lingering(now_ms),
+        Op::RemoveNode { node_id, .. } => record.remove_node_sessions(node_id, now_ms),
+        Op::SyncNode {
+            node_id,
+            sessions,
+            chosen,
+            ..
+        } => record.sync_node_sessions(node_id, sessions, chosen.clone(), now_ms),
+    })
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies writes in order; one outcome per op. Ops for one user are applied in order.
@@ -75,6 +119,25 @@ pub trait Store: Send + Sync + 'static {
     /// Periodic upkeep: removes lingering sessions whose grace has passed and forgets
     /// records past retention. Returns the changed records, to be fanned out.
     async fn reap(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Whether the store can be written now (cluster mode: Redis reachable).
+    fn is_healthy(&self) -> bool {
+        true
+    }
+
+    /// Changes of `is_healthy`, for the health service; `None` when it never changes.
+    fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        None
+    }
+
+    /// When the last session this node holds lingering ends its grace (cluster mode: the
+    /// node waits for it before leaving, so a reconnect elsewhere is seamless).
+    fn last_linger_deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// Called once when the node stops, after the drain.
+    async fn close(&self, _now_ms: u64) {}
 
     /// Applies one write.
     async fn apply_one(&self, op: Op, now_ms: u64) -> Outcome {

@@ -3,6 +3,8 @@
 //! `eventually`-style polling with a deadline instead of sleeps.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use presence_node::config::Config;
 use presence_node::node::Node;
 use presence_node::proto::{server_frame, Hello, Presence, ServerFrame, Status, Welcome};
 use presence_node::server;
+use presence_node::store::Store;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -87,6 +90,26 @@ impl TestNode {
         Session::open(self.channel().await, &user_creds(user), hello)
             .await
             .expect("session opens")
+    }
+
+    /// A cluster-mode node on `redis` with key prefix `prefix` (unique per test).
+    pub async fn start_cluster(redis: &redis::RedisServer, prefix: &str, node_id: &str, args: &[&str]) -> Self {
+        let url = redis.url();
+        let mut all = vec![
+            "--redis-url",
+            url.as_str(),
+            "--key-prefix",
+            prefix,
+            "--node-id",
+            node_id,
+        ];
+        all.extend_from_slice(args);
+        let node = Self::start(&all).await;
+        eventually("the node to reach redis", || async {
+            node.node.store.is_healthy().then_some(())
+        })
+        .await;
+        node
     }
 
     /// A connection through a local TCP proxy that the test can cut, as a network failure

@@ -1,0 +1,237 @@
+//! The Redis bridge: the one task that owns the pub/sub connection.
+//!
+//! It subscribes to the channels of the users local sessions watch (the registry's interest),
+//! turns change events from other nodes into local fan-out, renews this node's lease,
+//! sweeps dead nodes, and resyncs (re-subscribe, re-assert what this node holds, re-read
+//! watched users) on every reconnect and periodically: pub/sub is at-most-once, so events
+//! are hints and the resync repairs whatever was missed.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio::time::MissedTickBehavior;
+use tracing::{info, warn};
+
+use super::codec;
+use super::store::RedisStore;
+use crate::node::Node;
+use crate::store::{Store, StoreError};
+
+/// Channels subscribed or unsubscribed per command.
+const SUBSCRIBE_BATCH: usize = 500;
+/// Users re-read per round trip during a resync.
+const RESYNC_BATCH: usize = 500;
+/// Events handed to the registry in one message at most.
+const EVENT_BATCH: usize = 256;
+
+/// The users local sessions watch: what the bridge must be subscribed to. The registry
+/// edits it; the bridge follows. A set, not a queue of changes, so it never grows beyond
+/// the watched users however far the bridge falls behind.
+#[derive(Default)]
+pub struct Interest {
+    desired: Mutex<HashSet<String>>,
+    changed: Notify,
+}
+
+impl Interest {
+    pub fn add(&self, user_id: &str) {
+        self.desired.lock().unwrap().insert(user_id.to_owned());
+        self.changed.notify_one();
+    }
+
+    pub fn remove(&self, user_id: &str) {
+        self.desired.lock().unwrap().remove(user_id);
+        self.changed.notify_one();
+    }
+
+    fn snapshot(&self) -> HashSet<String> {
+        self.desired.lock().unwrap().clone()
+    }
+}
+
+/// Timings of the bridge's periodic work.
+#[derive(Debug, Clone)]
+pub struct BridgeTimings {
+    pub lease_renew: Duration,
+    pub sweep: Duration,
+    pub resync: Duration,
+}
+
+impl BridgeTimings {
+    pub fn from_lease_ttl(lease_ttl_ms: u64, resync_ms: u64) -> Self {
+        Self {
+            lease_renew: Duration::from_millis((lease_ttl_ms / 3).max(1)),
+            sweep: Duration::from_millis((lease_ttl_ms / 2).max(1)),
+            resync: Duration::from_millis(resync_ms.max(1)),
+        }
+    }
+}
+
+/// Runs until aborted.
+pub async fn run(
+    node: Arc<Node>,
+    store: Arc<RedisStore>,
+    interest: Arc<Interest>,
+    client: redis::Client,
+    timings: BridgeTimings,
+) {
+    let backoff_builder = ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times();
+    let mut backoff = backoff_builder.build();
+    loop {
+        match connected(&node, &store, &interest, &client, &timings).await {
+            Ok(()) => {}
+            Err(e) => warn!(error = %e, "redis bridge: connection lost or failed"),
+        }
+        store.set_healthy(false);
+        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        tokio::time::sleep(delay).await;
+        // A connection that worked for a while starts the backoff over.
+        if store.is_healthy() {
+            backoff = backoff_builder.build();
+        }
+    }
+}
+
+/// One connection's life: subscribe, resync, then serve events and timers until it drops.
+async fn connected(
+    node: &Arc<Node>,
+    store: &RedisStore,
+    interest: &Interest,
+    client: &redis::Client,
+    timings: &BridgeTimings,
+) -> Result<(), StoreError> {
+    let pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
+    let (mut sink, mut events) = pubsub.split();
+    let mut subscribed = HashSet::new();
+    reconcile(store, interest, &mut sink, &mut subscribed).await?;
+    store.renew_lease().await?;
+    resync(node, store, interest).await?;
+    store.set_healthy(true);
+    info!(channels = subscribed.len(), "redis bridge connected and resynced");
+
+    let mut lease = tokio::time::interval(timings.lease_renew);
+    let mut sweep = tokio::time::interval(timings.sweep);
+    let mut periodic = tokio::time::interval(timings.resync);
+    for timer in [&mut lease, &mut sweep, &mut periodic] {
+        timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        timer.reset();
+    }
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(first) = event else {
+                    return Err(StoreError::Unavailable("pub/sub connection closed".into()));
+                };
+                let mut batch = Vec::new();
+                handle_event(node, store, first, &mut batch);
+                // Take whatever else already arrived, to fan out in one registry message.
+                while batch.len() < EVENT_BATCH {
+                    match futures::FutureExt::now_or_never(events.next()) {
+                        Some(Some(msg)) => handle_event(node, store, msg, &mut batch),
+                        Some(None) => break,
+                        None => break,
+                    }
+                }
+                node.publish(batch);
+            }
+            _ = interest.changed.notified() => {
+                reconcile(store, interest, &mut sink, &mut subscribed).await?;
+            }
+            _ = lease.tick() => {
+                if store.renew_lease().await? {
+                    warn!("this node's lease was gone (swept, or redis lost its data): re-asserting");
+                    resync(node, store, interest).await?;
+                }
+                store.set_healthy(true);
+            }
+            _ = sweep.tick() => {
+                let (changed, _) = store.sweep_dead_nodes(node.now_ms()).await?;
+                node.publish(changed);
+            }
+            _ = periodic.tick() => {
+                resync(node, store, interest).await?;
+            }
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Decodes one event into `batch` (events this node published itself were fanned out
+/// locally already).
+fn handle_event(
+    node: &Node,
+    store: &RedisStore,
+    msg: redis::Msg,
+    batch: &mut Vec<crate::presence::UserRecord>,
+) {
+    let channel = msg.get_channel_name().to_owned();
+    let Some(user_id) = store.keys().user_of_channel(&channel) else {
+        return;
+    };
+    let Ok(payload) = msg.get_payload::<String>() else {
+        return;
+    };
+    let Some((origin, version, body)) = codec::decode_event(&payload) else {
+        warn!(channel = %channel, "unreadable change event");
+        return;
+    };
+    if origin == node.node_id {
+        return;
+    }
+    match codec::decode(user_id, version, body) {
+        Ok(record) => {
+            store.observe(&record);
+            batch.push(record);
+        }
+        Err(e) => warn!(error = %e, "unreadable change event"),
+    }
+}
+
+/// Subscribes to newly watched users and unsubscribes from users nobody watches any more.
+async fn reconcile(
+    store: &RedisStore,
+    interest: &Interest,
+    sink: &mut redis::aio::PubSubSink,
+    subscribed: &mut HashSet<String>,
+) -> Result<(), StoreError> {
+    let desired = interest.snapshot();
+    let to_add: Vec<String> = desired.difference(subscribed).cloned().collect();
+    let to_remove: Vec<String> = subscribed.difference(&desired).cloned().collect();
+    for chunk in to_add.chunks(SUBSCRIBE_BATCH) {
+        let channels: Vec<String> = chunk.iter().map(|u| store.keys().channel(u)).collect();
+        sink.subscribe(&channels).await.map_err(unavailable)?;
+        subscribed.extend(chunk.iter().cloned());
+    }
+    for chunk in to_remove.chunks(SUBSCRIBE_BATCH) {
+        let channels: Vec<String> = chunk.iter().map(|u| store.keys().channel(u)).collect();
+        sink.unsubscribe(&channels).await.map_err(unavailable)?;
+        for user in chunk {
+            subscribed.remove(user);
+        }
+    }
+    Ok(())
+}
+
+/// Re-asserts what this node holds, then re-reads every watched user so watchers get any
+/// version they missed (older ones are dropped by their outboxes).
+async fn resync(node: &Node, store: &RedisStore, interest: &Interest) -> Result<(), StoreError> {
+    let changed = store.reassert(node.now_ms()).await?;
+    node.publish(changed);
+    let watched: Vec<String> = interest.snapshot().into_iter().collect();
+    for chunk in watched.chunks(RESYNC_BATCH) {
+        let records = store.get(chunk, node.now_ms()).await?;
+        node.publish(records.into_iter().flatten().collect());
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! How a record is stored in Redis and sent in change events. The version is kept apart
+//! (the write script assigns it); the body is JSON, short field names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::presence::{SessionEntry, UserRecord};
+use crate::proto::Status;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSession {
+    id: String,
+    d: String,
+    n: String,
+    at: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    lu: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRecord {
+    st: i32,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    tx: String,
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    ls: u64,
+    #[serde(default)]
+    up: u64,
+    #[serde(default)]
+    s: Vec<StoredSession>,
+}
+
+/// The record without its version, as stored in field `b`.
+pub fn encode_body(record: &UserRecord) -> String {
+    let stored = StoredRecord {
+        st: record.status as i32,
+        tx: record.status_text.clone(),
+        since: record.since_ms,
+        ls: record.last_seen_ms,
+        up: record.updated_at_ms,
+        s: record
+            .sessions
+            .iter()
+            .map(|s| StoredSession {
+                id: s.session_id.clone(),
+                d: s.device.clone(),
+                n: s.node_id.clone(),
+                at: s.connected_at_ms,
+                lu: s.linger_until_ms,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&stored).expect("a record always serializes")
+}
+
+/// The record of `user_id` from its body and version.
+pub fn decode(user_id: &str, version: u64, body: &str) -> Result<UserRecord, String> {
+    let stored: StoredRecord =
+        serde_json::from_str(body).map_err(|e| format!("bad record of {user_id:?}: {e}"))?;
+    Ok(UserRecord {
+        user_id: user_id.to_owned(),
+        status: Status::try_from(stored.st).unwrap_or(Status::Online),
+        status_text: stored.tx,
+        sessions: stored
+            .s
+            .into_iter()
+            .map(|s| SessionEntry {
+                session_id: s.id,
+                device: s.d,
+                node_id: s.n,
+                connected_at_ms: s.at,
+                linger_until_ms: s.lu,
+            })
+            .collect(),
+        since_ms: stored.since,
+        last_seen_ms: stored.ls,
+        version,
+        updated_at_ms: stored.up,
+    })
+}
+
+/// A change event: `<origin node>\n<version>\n<body>`.
+pub fn encode_event_prefix(origin: &str) -> String {
+    format!("{origin}\n")
+}
+
+/// Splits an event into (origin node, version, body).
+pub fn decode_event(payload: &str) -> Option<(&str, u64, &str)> {
+    let (origin, rest) = payload.split_once('\n')?;
+    let (version, body) = rest.split_once('\n')?;
+    Some((origin, version.parse().ok()?, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let mut record = UserRecord::new("alice");
+        record
+            .open_session(
+                SessionEntry {
+                    session_id: "n1:1".into(),
+                    device: "ios".into(),
+                    node_id: "n1".into(),
+                    connected_at_ms: 5,
+                    linger_until_ms: Some(9),
+                },
+                Some((Status::Busy, "in \"quotes\"\n".into())),
+                16,
+                7,
+            )
+            .unwrap();
+        let back = decode("alice", record.version, &encode_body(&record)).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn events_split_into_origin_version_and_body() {
+        let payload = format!("{}42\n{{\"st\":2}}", encode_event_prefix("node-a"));
+        assert_eq!(decode_event(&payload), Some(("node-a", 42, "{\"st\":2}")));
+        assert_eq!(decode_event("garbage"), None);
+    }
+}

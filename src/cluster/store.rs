@@ -1,0 +1,559 @@
+//! The Redis store: the truth about every user lives in Redis, shared by all nodes.
+//!
+//! A write reads the user's record, applies the same pure logic as the memory store, and
+//! writes it back with a compare-and-set script that also assigns the next version (from
+//! Redis's clock, so versions increase across nodes) and publishes the change on the
+//! user's channel, atomically. Two round trips per change; retried on a conflict.
+//!
+//! The store also remembers what this node holds (its sessions and the last record of their
+//! users) so it can re-assert them when Redis lost or missed writes, and keep changes made
+//! while Redis is unreachable until it returns.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use redis::{AsyncCommands, Script};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::codec;
+use super::keys::Keys;
+use crate::presence::UserRecord;
+use crate::proto::Status;
+use crate::store::{apply_to_record, Op, Outcome, Store, StoreError};
+
+/// Compare-and-set of one user's record. KEYS[1] the user's hash. ARGV: expected version,
+/// body, channel, event prefix (origin node), lowest acceptable version, TTL ms.
+/// Returns {1, new version} or {0, current version}.
+const WRITE_SCRIPT: &str = r#"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if cur ~= tonumber(ARGV[1]) then return {0, cur} end
+local t = redis.call('TIME')
+local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
+local vs = string.format('%.0f', v)
+redis.call('HSET', KEYS[1], 'v', vs, 'b', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. vs .. '\n' .. ARGV[2])
+return {1, v}
+"#;
+
+/// Renews this node's lease. KEYS[1] the lease zset. ARGV: node id, lease TTL ms.
+/// Returns 1 when the node was not registered (first start, swept as dead, or Redis lost
+/// its data): the caller must re-assert what it holds.
+const RENEW_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+"#;
+
+/// Finds nodes whose lease expired and claims each for this node (one sweeper per dead
+/// node). KEYS[1] the lease zset. ARGV: this node, claim key prefix, claim TTL ms.
+const CLAIM_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 16)
+local claimed = {}
+for _, node in ipairs(dead) do
+  if node ~= ARGV[1] and redis.call('SET', ARGV[2] .. node, ARGV[1], 'NX', 'PX', ARGV[3]) then
+    table.insert(claimed, node)
+  end
+end
+return claimed
+"#;
+
+/// Conflicting writes to one user retried before giving up.
+const MAX_WRITE_ATTEMPTS: usize = 32;
+/// Striped locks serialising this node's writes per user.
+const STRIPES: usize = 256;
+/// Users removed per batch when sweeping a dead node.
+const SWEEP_BATCH: usize = 500;
+/// How long a sweep claim holds (another node retries after it).
+const SWEEP_CLAIM_TTL_MS: u64 = 60_000;
+
+/// A user this node holds sessions of (or held, with changes not yet written).
+#[derive(Debug)]
+struct HeldUser {
+    /// The last record known (from Redis, or changed locally while Redis was unreachable).
+    record: UserRecord,
+    /// A status chosen while Redis was unreachable, to write when it returns.
+    unwritten_status: Option<(Status, String)>,
+    /// Whether the sessions changed while Redis was unreachable.
+    unwritten: bool,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    users: HashMap<String, HeldUser>,
+    /// (grace deadline, user) of this node's lingering sessions.
+    lingering: BTreeSet<(u64, String)>,
+}
+
+pub struct RedisStore {
+    pool: Pool,
+    keys: Keys,
+    node_id: String,
+    write: Script,
+    renew: Script,
+    claim: Script,
+    retention_ms: u64,
+    lease_ttl_ms: u64,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    held: Mutex<Held>,
+    healthy: AtomicBool,
+    health: watch::Sender<bool>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        node_id: &str,
+        retention_ms: u64,
+        lease_ttl_ms: u64,
+    ) -> Result<Self, String> {
+        let pool = PoolConfig::from_url(url)
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            pool,
+            keys: Keys::new(prefix),
+            node_id: node_id.to_owned(),
+            write: Script::new(WRITE_SCRIPT),
+            renew: Script::new(RENEW_SCRIPT),
+            claim: Script::new(CLAIM_SCRIPT),
+            retention_ms,
+            lease_ttl_ms,
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            held: Mutex::new(Held::default()),
+            healthy: AtomicBool::new(false),
+            health: watch::channel(false).0,
+        })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Marks Redis reachable or not (the bridge knows first).
+    pub fn set_healthy(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Ordering::SeqCst) != healthy {
+            if healthy {
+                info!("redis reachable");
+            } else {
+                warn!("redis unreachable: serving what this node knows, keeping changes");
+            }
+            self.health.send_replace(healthy);
+        }
+    }
+
+    pub fn health(&self) -> watch::Receiver<bool> {
+        self.health.subscribe()
+    }
+
+    fn stripe(&self, user_id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        user_id.hash(&mut h);
+        &self.stripes[(h.finish() as usize) % STRIPES]
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// Reads, applies and writes one op (compare-and-set), retrying on conflicts. Returns
+    /// the record before and, if it changed, after.
+    async fn write_through(
+        &self,
+        op: &Op,
+        now_ms: u64,
+        min_version: u64,
+    ) -> Result<(UserRecord, Option<UserRecord>), StoreError> {
+        let user_id = op.user_id();
+        let key = self.keys.user(user_id);
+        let mut conn = self.conn().await?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let mut read = redis::pipe();
+            if matches!(op, Op::Open { .. } | Op::SyncNode { .. }) {
+                // The node index is written before the session, so it is always a superset
+                // of this node's sessions: a sweep after a crash misses nobody.
+                read.sadd(self.keys.node_index(&self.node_id), user_id).ignore();
+            }
+            read.cmd("HMGET").arg(&key).arg("v").arg("b");
+            let (fields,): (Vec<Option<String>>,) =
+                read.query_async(&mut conn).await.map_err(unavailable)?;
+            let version: u64 = fields
+                .first()
+                .cloned()
+                .flatten()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let current = match fields.get(1).cloned().flatten() {
+                Some(body) => codec::decode(user_id, version, &body).unwrap_or_else(|e| {
+                    warn!(error = %e, "unreadable record replaced");
+                    UserRecord {
+                        version,
+                        ..UserRecord::new(user_id)
+                    }
+                }),
+                None => UserRecord {
+                    version,
+                    ..UserRecord::new(user_id)
+                },
+            };
+            let mut next = current.clone();
+            if !apply_to_record(&mut next, op, now_ms)? {
+                return Ok((current, None));
+            }
+            let (written, new_version): (i64, u64) = self
+                .write
+                .key(&key)
+                .arg(current.version)
+                .arg(codec::encode_body(&next))
+                .arg(self.keys.channel(user_id))
+                .arg(codec::encode_event_prefix(&self.node_id))
+                .arg(min_version)
+                .arg(self.retention_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if written == 1 {
+                next.version = new_version;
+                let had = current.sessions.iter().any(|s| s.node_id == self.node_id);
+                let has = next.sessions.iter().any(|s| s.node_id == self.node_id);
+                if had && !has {
+                    // Best effort: a stale index entry only costs the sweeper a no-op.
+                    let _: Result<(), _> = conn
+                        .srem(self.keys.node_index(&self.node_id), user_id)
+                        .await;
+                }
+                return Ok((current, Some(next)));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "too many concurrent writes to {user_id:?}"
+        )))
+    }
+
+    /// Remembers what this node holds after a successful write or read.
+    fn hold(&self, record: &UserRecord, op: &Op) {
+        let mut held = self.held.lock().unwrap();
+        let ours = record.sessions.iter().any(|s| s.node_id == self.node_id);
+        if let Op::End {
+            user_id,
+            linger_until_ms: Some(until),
+            ..
+        } = op
+        {
+            held.lingering.insert((*until, user_id.clone()));
+        }
+        if ours {
+            let entry = held
+                .users
+                .entry(record.user_id.clone())
+                .or_insert_with(|| HeldUser {
+                    record: record.clone(),
+                    unwritten_status: None,
+                    unwritten: false,
+                });
+            entry.record = record.clone();
+            entry.unwritten = false;
+            entry.unwritten_status = None;
+        } else {
+            held.users.remove(&record.user_id);
+        }
+    }
+
+    /// Applies an op while Redis is unreachable: kept locally (and fanned out locally with a
+    /// provisional version) until Redis returns. New sessions are refused meanwhile.
+    fn apply_unwritten(&self, op: &Op, now_ms: u64, cause: StoreError) -> Outcome {
+        let mut held = self.held.lock().unwrap();
+        let Some(user) = held.users.get_mut(op.user_id()) else {
+            return Err(cause);
+        };
+        match op {
+            Op::SetStatus { status, text, .. } => {
+                user.unwritten_status = Some((*status, text.clone()));
+            }
+            Op::End { .. } | Op::ExpireLingering { .. } => user.unwritten = true,
+            Op::Open { .. } | Op::RemoveNode { .. } | Op::SyncNode { .. } => return Err(cause),
+        }
+        let changed = apply_to_record(&mut user.record, op, now_ms)?;
+        let record = user.record.clone();
+        if let Op::End {
+            user_id,
+            linger_until_ms: Some(until),
+            ..
+        } = op
+        {
+            held.lingering.insert((*until, user_id.clone()));
+        }
+        Ok(changed.then_some(record))
+    }
+
+    async fn apply_op(&self, op: Op, now_ms: u64) -> Outcome {
+        let _serial = self.stripe(op.user_id()).lock().await;
+        let min_version = self.min_version(op.user_id());
+        match self.write_through(&op, now_ms, min_version).await {
+            Ok((current, next)) => {
+                self.hold(next.as_ref().unwrap_or(&current), &op);
+                Ok(next)
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                self.set_healthy(false);
+                self.apply_unwritten(&op, now_ms, e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The lowest version Redis may assign next for this user: above any provisional
+    /// version handed out locally while Redis was unreachable.
+    fn min_version(&self, user_id: &str) -> u64 {
+        let held = self.held.lock().unwrap();
+        held.users
+            .get(user_id)
+            .map(|u| u.record.version + 1)
+            .unwrap_or(0)
+    }
+
+    /// Lets the store know a newer version exists (a change event from another node), so
+    /// provisional versions made during an outage stay above it.
+    pub fn observe(&self, record: &UserRecord) {
+        let mut held = self.held.lock().unwrap();
+        if let Some(user) = held.users.get_mut(&record.user_id) {
+            if record.version > user.record.version && !user.unwritten && user.unwritten_status.is_none() {
+                user.record = record.clone();
+            } else if record.version > user.record.version {
+                user.record.version = record.version;
+            }
+        }
+    }
+
+    /// Writes again everything this node holds: its sessions of every user it holds and
+    /// any change made while Redis was unreachable. Used after reconnecting, after Redis
+    /// lost data, and periodically. Returns the records that changed.
+    pub async fn reassert(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
+        let users: Vec<(String, Vec<crate::presence::SessionEntry>, Option<(Status, String)>)> = {
+            let held = self.held.lock().unwrap();
+            held.users
+                .iter()
+                .map(|(id, u)| {
+                    let ours = u
+                        .record
+                        .sessions
+                        .iter()
+                        .filter(|s| s.node_id == self.node_id)
+                        .cloned()
+                        .collect();
+                    (id.clone(), ours, u.unwritten_status.clone())
+                })
+                .collect()
+        };
+        let mut changed = Vec::new();
+        for (user_id, sessions, chosen) in users {
+            let op = Op::SyncNode {
+                user_id: user_id.clone(),
+                node_id: self.node_id.clone(),
+                sessions,
+                chosen,
+            };
+            let _serial = self.stripe(&user_id).lock().await;
+            let min_version = self.min_version(&user_id);
+            let (current, next) = self.write_through(&op, now_ms, min_version).await?;
+            self.hold(next.as_ref().unwrap_or(&current), &op);
+            changed.extend(next);
+        }
+        Ok(changed)
+    }
+
+    /// Renews this node's lease. Returns true when the node had been forgotten (swept as
+    /// dead, or Redis lost its data) and must re-assert what it holds.
+    pub async fn renew_lease(&self) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let added: i64 = self
+            .renew
+            .key(self.keys.leases())
+            .arg(&self.node_id)
+            .arg(self.lease_ttl_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(added == 1)
+    }
+
+    /// Removes the sessions of nodes whose lease expired (each dead node is claimed by one
+    /// sweeper). Returns the changed records and the swept nodes.
+    pub async fn sweep_dead_nodes(
+        &self,
+        now_ms: u64,
+    ) -> Result<(Vec<UserRecord>, Vec<String>), StoreError> {
+        let mut conn = self.conn().await?;
+        let claim_prefix = self.keys.sweep_claim("");
+        let dead: Vec<String> = self
+            .claim
+            .key(self.keys.leases())
+            .arg(&self.node_id)
+            .arg(&claim_prefix)
+            .arg(SWEEP_CLAIM_TTL_MS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut changed = Vec::new();
+        for node in &dead {
+            let index = self.keys.node_index(node);
+            loop {
+                let users: Vec<String> = conn
+                    .srandmember_multiple(&index, SWEEP_BATCH as isize)
+                    .await
+                    .map_err(unavailable)?;
+                if users.is_empty() {
+                    break;
+                }
+                for user_id in &users {
+                    let op = Op::RemoveNode {
+                        user_id: user_id.clone(),
+                        node_id: node.clone(),
+                    };
+                    let (_, next) = self.write_through(&op, now_ms, 0).await?;
+                    changed.extend(next);
+                }
+                let _: () = conn.srem(&index, &users).await.map_err(unavailable)?;
+            }
+            let _: () = redis::pipe()
+                .del(&index)
+                .ignore()
+                .zrem(self.keys.leases(), node)
+                .ignore()
+                .del(self.keys.sweep_claim(node))
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            info!(dead_node = %node, users = changed.len(), "swept the sessions of a dead node");
+        }
+        Ok((changed, dead))
+    }
+
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            outcomes.push(self.apply_op(op, now_ms).await);
+        }
+        outcomes
+    }
+
+    async fn get(
+        &self,
+        user_ids: &[String],
+        _now_ms: u64,
+    ) -> Result<Vec<Option<UserRecord>>, StoreError> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for id in user_ids {
+            pipe.cmd("HMGET").arg(self.keys.user(id)).arg("v").arg("b");
+        }
+        let rows: Vec<Vec<Option<String>>> = match pipe.query_async(&mut conn).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.set_healthy(false);
+                return Err(unavailable(e));
+            }
+        };
+        Ok(user_ids
+            .iter()
+            .zip(rows)
+            .map(|(id, fields)| {
+                let version = fields.first().cloned().flatten()?.parse().ok()?;
+                let body = fields.get(1).cloned().flatten()?;
+                codec::decode(id, version, &body).ok()
+            })
+            .collect())
+    }
+
+    async fn reap(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
+        let due: Vec<String> = {
+            let mut held = self.held.lock().unwrap();
+            let later = held.lingering.split_off(&(now_ms + 1, String::new()));
+            let due = std::mem::replace(&mut held.lingering, later);
+            due.into_iter().map(|(_, user)| user).collect()
+        };
+        let mut changed = Vec::new();
+        for user_id in due {
+            match self
+                .apply_op(Op::ExpireLingering { user_id: user_id.clone() }, now_ms)
+                .await
+            {
+                Ok(next) => changed.extend(next),
+                Err(e) => {
+                    // Try again next time.
+                    self.held.lock().unwrap().lingering.insert((now_ms, user_id));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    fn health_changes(&self) -> Option<watch::Receiver<bool>> {
+        Some(self.health())
+    }
+
+    fn last_linger_deadline(&self) -> Option<u64> {
+        self.held
+            .lock()
+            .unwrap()
+            .lingering
+            .iter()
+            .next_back()
+            .map(|(d, _)| *d)
+    }
+
+    /// Removes every session this node still holds and leaves the cluster.
+    async fn close(&self, now_ms: u64) {
+        let users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
+        for user_id in users {
+            let op = Op::SyncNode {
+                user_id: user_id.clone(),
+                node_id: self.node_id.clone(),
+                sessions: Vec::new(),
+                chosen: None,
+            };
+            if let Err(e) = self.write_through(&op, now_ms, self.min_version(&user_id)).await {
+                warn!(error = %e, "could not remove this node's sessions; the sweeper will");
+                return;
+            }
+        }
+        if let Ok(mut conn) = self.conn().await {
+            let _: Result<(), _> = redis::pipe()
+                .zrem(self.keys.leases(), &self.node_id)
+                .ignore()
+                .del(self.keys.node_index(&self.node_id))
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+        }
+    }
+}
