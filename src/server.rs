@@ -65,8 +65,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
                 config.node_lease_ttl_ms,
             )
             .map_err(ServerError::Redis)?;
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| ServerError::Redis(e.to_string()))?;
+            let client =
+                redis::Client::open(url.as_str()).map_err(|e| ServerError::Redis(e.to_string()))?;
             Some((Arc::new(store), Arc::new(Interest::default()), client))
         }
         None => None,
@@ -82,7 +82,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ())
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
-    let timings = BridgeTimings::from_lease_ttl(config.node_lease_ttl_ms, config.resync_interval_ms);
+    let timings =
+        BridgeTimings::from_lease_ttl(config.node_lease_ttl_ms, config.resync_interval_ms);
     let node = Arc::new(Node::new(
         config,
         node_id,
@@ -143,9 +144,10 @@ pub async fn serve(
             }),
     );
     let sweeper = tokio::spawn(sweeper::run(node.clone()));
-    let health_follower = node.store.health_changes().map(|changes| {
-        tokio::spawn(follow_store_health(node.clone(), health.clone(), changes))
-    });
+    let health_follower = node
+        .store
+        .health_changes()
+        .map(|changes| tokio::spawn(follow_store_health(node.clone(), health.clone(), changes)));
     info!(node_id = %node.node_id, addr = ?addr, "presence node serving");
 
     tokio::select! {

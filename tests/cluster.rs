@@ -38,3 +38,404 @@ async fn a_watcher_on_node_b_sees_a_user_on_node_a() {
         .unwrap();
     assert_eq!(p[0].version, offline.version);
 }
+
+#[tokio::test]
+async fn a_remote_watcher_sees_every_change_in_version_order() {
+    let redis = RedisServer::start();
+    let args = [
+        "--status-rate-per-s",
+        "100000",
+        "--status-rate-burst",
+        "100000",
+    ];
+    let a = TestNode::start_cluster(&redis, "t2", "node-a", &args).await;
+    let b = TestNode::start_cluster(&redis, "t2", "node-b", &args).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+    let (alice, _) = a.session("alice", "ios").await;
+    let (mut tx, mut rx) = alice.split();
+    const CHANGES: usize = 200;
+    let reader = tokio::spawn(async move {
+        let mut acks = 0;
+        while acks < CHANGES {
+            if let Ok(Some(f)) = rx.recv().await {
+                if matches!(
+                    f.kind,
+                    Some(presence_node::proto::server_frame::Kind::Ack(_))
+                ) {
+                    acks += 1;
+                }
+            }
+        }
+        rx
+    });
+    for i in 0..CHANGES {
+        let status = if i % 2 == 0 {
+            Status::Away
+        } else {
+            Status::Busy
+        };
+        tx.set_status(status, format!("n={i}")).await.unwrap();
+    }
+    let mut last_version = 0;
+    let final_text = format!("n={}", CHANGES - 1);
+    loop {
+        let update = next_update_of(&mut watcher, "alice").await;
+        assert!(update.version > last_version, "versions must increase");
+        last_version = update.version;
+        if update.status_text == final_text {
+            break;
+        }
+    }
+    let _rx = reader.await.unwrap();
+}
+
+#[tokio::test]
+async fn one_user_on_two_nodes_aggregates_under_concurrent_changes() {
+    let redis = RedisServer::start();
+    let args = [
+        "--status-rate-per-s",
+        "100000",
+        "--status-rate-burst",
+        "100000",
+    ];
+    let a = TestNode::start_cluster(&redis, "t3", "node-a", &args).await;
+    let b = TestNode::start_cluster(&redis, "t3", "node-b", &args).await;
+    let (mut on_a, _) = a.session("alice", "ios").await;
+    let (mut on_b, _) = b.session("alice", "web").await;
+    // Both devices change the user's status at the same time, many times.
+    let (ra, rb) = tokio::join!(
+        async {
+            let mut last = 0;
+            for i in 0..50 {
+                last = on_a
+                    .set_status(Status::Away, format!("a{i}"))
+                    .await
+                    .unwrap();
+            }
+            answer(&mut on_a, last).await
+        },
+        async {
+            let mut last = 0;
+            for i in 0..50 {
+                last = on_b
+                    .set_status(Status::Busy, format!("b{i}"))
+                    .await
+                    .unwrap();
+            }
+            answer(&mut on_b, last).await
+        }
+    );
+    assert_eq!((ra, rb), (Ok(()), Ok(())));
+    // Both nodes agree, both devices are there, and the status is the last one written.
+    let pa = get_presence(a.channel().await, &user_creds("bob"), ids(&["alice"]))
+        .await
+        .unwrap();
+    let pb = get_presence(b.channel().await, &user_creds("bob"), ids(&["alice"]))
+        .await
+        .unwrap();
+    assert_eq!(pa, pb);
+    assert_eq!(pa[0].devices, vec!["ios", "web"]);
+    assert!(
+        pa[0].status_text == "a49" || pa[0].status_text == "b49",
+        "{:?}",
+        pa[0]
+    );
+    // A watcher subscribing now on either node sees the same.
+    let (mut w, _) = a.session("wendy", "web").await;
+    let snap = subscribe(&mut w, &["alice"]).await;
+    assert_eq!(snap[0], pa[0]);
+}
+
+#[tokio::test]
+async fn heartbeats_cost_no_redis_commands_and_a_status_change_two_round_trips() {
+    let redis = RedisServer::start();
+    // Long lease and resync so no periodic command falls into the measurement.
+    let args = [
+        "--node-lease-ttl-ms",
+        "600000",
+        "--resync-interval-ms",
+        "600000",
+    ];
+    let a = TestNode::start_cluster(&redis, "t4", "node-a", &args).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    let total = |calls: &std::collections::HashMap<String, u64>| -> u64 {
+        calls
+            .iter()
+            .filter(|(k, _)| k.as_str() != "info")
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let before = redis.command_calls();
+    for _ in 0..100 {
+        alice.heartbeat().await.unwrap();
+    }
+    let r = alice.heartbeat().await.unwrap();
+    recv_until(&mut alice, "last heartbeat ack", |k| match k {
+        presence_node::proto::server_frame::Kind::HeartbeatAck(_) if r > 0 => Some(()),
+        _ => None,
+    })
+    .await;
+    // Read every ack so the last one is known to be processed.
+    let after_heartbeats = redis.command_calls();
+    assert_eq!(
+        total(&after_heartbeats),
+        total(&before),
+        "heartbeats touched redis"
+    );
+
+    const CHANGES: u64 = 20;
+    for i in 0..CHANGES {
+        let status = if i % 2 == 0 {
+            Status::Away
+        } else {
+            Status::Busy
+        };
+        let r = alice.set_status(status, "").await.unwrap();
+        assert_eq!(answer(&mut alice, r).await, Ok(()));
+    }
+    let after = redis.command_calls();
+    let delta =
+        |name: &str| after.get(name).unwrap_or(&0) - after_heartbeats.get(name).unwrap_or(&0);
+    // One read (HMGET) and one compare-and-set script call per change: two round trips.
+    assert_eq!(delta("hmget"), CHANGES);
+    assert_eq!(delta("evalsha") + delta("eval"), CHANGES);
+    assert_eq!(delta("publish"), CHANGES);
+    println!(
+        "per status change: {:?}",
+        after
+            .iter()
+            .filter(|(k, v)| **v > *after_heartbeats.get(*k).unwrap_or(&0) && k.as_str() != "info")
+            .map(|(k, v)| (
+                k.clone(),
+                (v - after_heartbeats.get(k).unwrap_or(&0)) as f64 / CHANGES as f64
+            ))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_is_rebuilt_and_changes_flow_again() {
+    let mut redis = RedisServer::start();
+    let args = ["--node-lease-ttl-ms", "900"];
+    let a = TestNode::start_cluster(&redis, "t5", "node-a", &args).await;
+    let b = TestNode::start_cluster(&redis, "t5", "node-b", &args).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    let r = alice.set_status(Status::Busy, "deep work").await.unwrap();
+    assert_eq!(answer(&mut alice, r).await, Ok(()));
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+
+    redis.restart_empty();
+    // Within seconds, with no client reconnecting, Redis holds the truth again.
+    let started = std::time::Instant::now();
+    eventually("alice's record to be rebuilt in redis", || async {
+        let p = get_presence(b.channel().await, &user_creds("bob"), ids(&["alice"]))
+            .await
+            .ok()?;
+        (status_of(&p[0]) == Status::Busy
+            && p[0].status_text == "deep work"
+            && p[0].devices == vec!["ios"])
+        .then_some(())
+    })
+    .await;
+    println!(
+        "rebuilt {} ms after the restart",
+        started.elapsed().as_millis()
+    );
+    // Later changes flow to the remote watcher.
+    eventually("both nodes healthy again", || async {
+        (a.node.store.as_ref().is_healthy() && b.node.store.as_ref().is_healthy()).then_some(())
+    })
+    .await;
+    let r = alice.set_status(Status::Away, "back soon").await.unwrap();
+    assert_eq!(answer(&mut alice, r).await, Ok(()));
+    recv_until(&mut watcher, "alice away after the restart", |k| match k {
+        presence_node::proto::server_frame::Kind::Update(u) => u
+            .presences
+            .iter()
+            .find(|p| p.user_id == "alice" && p.status_text == "back soon")
+            .map(|_| ()),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_sessions_and_the_change_made_meanwhile_arrives() {
+    let mut redis = RedisServer::start();
+    let a = TestNode::start_cluster(&redis, "t6", "node-a", &[]).await;
+    let b = TestNode::start_cluster(&redis, "t6", "node-b", &[]).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+    let (mut local_watcher, _) = a.session("lou", "web").await;
+    subscribe(&mut local_watcher, &["alice"]).await;
+
+    redis.kill();
+    eventually("node a to notice the outage", || async {
+        (!a.node.store.as_ref().is_healthy()).then_some(())
+    })
+    .await;
+    // During the outage: the change is accepted and local watchers see it at once.
+    let r = alice
+        .set_status(Status::Busy, "during outage")
+        .await
+        .unwrap();
+    assert_eq!(answer(&mut alice, r).await, Ok(()));
+    let local = next_update_of(&mut local_watcher, "alice").await;
+    assert_eq!(local.status_text, "during outage");
+    let outage = std::time::Duration::from_secs(10);
+    tokio::time::sleep(outage).await; // the outage itself is the scenario, not a synchronisation
+    redis.restart_empty();
+    // Sessions survived, and the change reaches the remote watcher.
+    let remote = recv_until(
+        &mut watcher,
+        "the change made during the outage",
+        |k| match k {
+            presence_node::proto::server_frame::Kind::Update(u) => u
+                .presences
+                .iter()
+                .find(|p| p.user_id == "alice" && p.status_text == "during outage")
+                .cloned(),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(status_of(&remote), Status::Busy);
+    assert_eq!(a.node.sessions.len(), 2);
+    assert_eq!(b.node.sessions.len(), 1);
+    let r = alice.heartbeat().await.unwrap();
+    assert!(r > 0);
+}
+
+#[tokio::test]
+async fn updates_missed_while_the_pubsub_connection_was_killed_are_repaired() {
+    let redis = RedisServer::start();
+    let a = TestNode::start_cluster(&redis, "t7", "node-a", &[]).await;
+    let b = TestNode::start_cluster(&redis, "t7", "node-b", &[]).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    next_update_of(&mut watcher, "alice").await;
+
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.connection())
+        .unwrap();
+    let r = alice.set_status(Status::Away, "missed?").await.unwrap();
+    assert_eq!(answer(&mut alice, r).await, Ok(()));
+    let repaired = recv_until(
+        &mut watcher,
+        "the update published while disconnected",
+        |k| match k {
+            presence_node::proto::server_frame::Kind::Update(u) => u
+                .presences
+                .iter()
+                .find(|p| p.user_id == "alice" && p.status_text == "missed?")
+                .cloned(),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(status_of(&repaired), Status::Away);
+}
+
+#[tokio::test]
+async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap() {
+    let redis = RedisServer::start();
+    let a =
+        TestNode::start_cluster(&redis, "t8", "node-a", &["--shutdown-grace-ms", "10000"]).await;
+    let b = TestNode::start_cluster(&redis, "t8", "node-b", &[]).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice", "marker"]).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    next_update_of(&mut watcher, "alice").await;
+
+    let draining = tokio::spawn(a.shutdown());
+    let retry = recv_until(&mut alice, "reconnect", |k| match k {
+        presence_node::proto::server_frame::Kind::Reconnect(r) => Some(r.retry_after_ms),
+        _ => None,
+    })
+    .await;
+    // The device leaves node a and comes back on node b after the advised delay.
+    alice.close();
+    tokio::time::sleep(std::time::Duration::from_millis(retry)).await; // the device's own wait
+    let (_alice_on_b, welcome) = b.session("alice", "ios").await;
+    assert_eq!(welcome.node_id, "node-b");
+    tokio::time::timeout(patience(), draining)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_marker, _) = b.session("marker", "web").await;
+    let seen = updates_until_marker(&mut watcher, "marker").await;
+    assert!(
+        seen.iter().all(|p| p.user_id != "alice"),
+        "the handoff flapped: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigkill_of_a_node_makes_its_users_offline_within_the_bound_and_leaves_no_keys() {
+    let redis = RedisServer::start();
+    const LEASE_MS: u64 = 2_000;
+    let lease = LEASE_MS.to_string();
+    let url = redis.url();
+    let mut a = common::node_process::NodeProcess::start(&[
+        "--redis-url",
+        &url,
+        "--key-prefix",
+        "t9",
+        "--node-id",
+        "node-a",
+        "--node-lease-ttl-ms",
+        &lease,
+    ])
+    .await;
+    let b = TestNode::start_cluster(&redis, "t9", "node-b", &["--node-lease-ttl-ms", &lease]).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+    let channel = presence_node::client::connect(&a.url).await.unwrap();
+    let (_alice, _) =
+        presence_node::client::Session::open(channel, &user_creds("alice"), hello("ios"))
+            .await
+            .unwrap();
+    next_update_of(&mut watcher, "alice").await;
+
+    let killed = std::time::Instant::now();
+    a.kill();
+    let offline = next_update_of(&mut watcher, "alice").await;
+    let took = killed.elapsed();
+    assert_eq!(status_of(&offline), Status::Offline);
+    // Documented bound: lease TTL (last renewal up to a third of it earlier) plus one sweep
+    // period (half the lease TTL), plus a little processing.
+    let bound = std::time::Duration::from_millis(LEASE_MS + LEASE_MS / 2 + 1_000);
+    println!(
+        "ghost bound: OFFLINE {} ms after SIGKILL (bound {} ms)",
+        took.as_millis(),
+        bound.as_millis()
+    );
+    assert!(took <= bound, "took {took:?}, bound {bound:?}");
+
+    // Nothing of the dead node is left in Redis.
+    let mut conn = redis.connection();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*node-a*")
+        .query(&mut conn)
+        .unwrap();
+    assert!(keys.is_empty(), "keys of the dead node remain: {keys:?}");
+    let leased: Option<f64> = ::redis::cmd("ZSCORE")
+        .arg("{t9:nodes}:leases")
+        .arg("node-a")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(leased, None);
+    let body: String = ::redis::cmd("HGET")
+        .arg("t9:{u:alice}")
+        .arg("b")
+        .query(&mut conn)
+        .unwrap();
+    assert!(!body.contains("node-a"), "{body}");
+}

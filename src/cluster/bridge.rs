@@ -115,7 +115,10 @@ async fn connected(
     store.renew_lease().await?;
     resync(node, store, interest).await?;
     store.set_healthy(true);
-    info!(channels = subscribed.len(), "redis bridge connected and resynced");
+    info!(
+        channels = subscribed.len(),
+        "redis bridge connected and resynced"
+    );
 
     let mut lease = tokio::time::interval(timings.lease_renew);
     let mut sweep = tokio::time::interval(timings.sweep);

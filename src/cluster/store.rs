@@ -188,7 +188,8 @@ impl RedisStore {
             if matches!(op, Op::Open { .. } | Op::SyncNode { .. }) {
                 // The node index is written before the session, so it is always a superset
                 // of this node's sessions: a sweep after a crash misses nobody.
-                read.sadd(self.keys.node_index(&self.node_id), user_id).ignore();
+                read.sadd(self.keys.node_index(&self.node_id), user_id)
+                    .ignore();
             }
             read.cmd("HMGET").arg(&key).arg("v").arg("b");
             let (fields,): (Vec<Option<String>>,) =
@@ -333,7 +334,10 @@ impl RedisStore {
     pub fn observe(&self, record: &UserRecord) {
         let mut held = self.held.lock().unwrap();
         if let Some(user) = held.users.get_mut(&record.user_id) {
-            if record.version > user.record.version && !user.unwritten && user.unwritten_status.is_none() {
+            if record.version > user.record.version
+                && !user.unwritten
+                && user.unwritten_status.is_none()
+            {
                 user.record = record.clone();
             } else if record.version > user.record.version {
                 user.record.version = record.version;
@@ -345,30 +349,28 @@ impl RedisStore {
     /// any change made while Redis was unreachable. Used after reconnecting, after Redis
     /// lost data, and periodically. Returns the records that changed.
     pub async fn reassert(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
-        let users: Vec<(String, Vec<crate::presence::SessionEntry>, Option<(Status, String)>)> = {
+        let ops: Vec<Op> = {
             let held = self.held.lock().unwrap();
             held.users
                 .iter()
-                .map(|(id, u)| {
-                    let ours = u
+                .map(|(id, u)| Op::SyncNode {
+                    user_id: id.clone(),
+                    node_id: self.node_id.clone(),
+                    sessions: u
                         .record
                         .sessions
                         .iter()
                         .filter(|s| s.node_id == self.node_id)
                         .cloned()
-                        .collect();
-                    (id.clone(), ours, u.unwritten_status.clone())
+                        .collect(),
+                    chosen: u.unwritten_status.clone(),
+                    known: Some((u.record.status, u.record.status_text.clone())),
                 })
                 .collect()
         };
         let mut changed = Vec::new();
-        for (user_id, sessions, chosen) in users {
-            let op = Op::SyncNode {
-                user_id: user_id.clone(),
-                node_id: self.node_id.clone(),
-                sessions,
-                chosen,
-            };
+        for op in ops {
+            let user_id = op.user_id().to_owned();
             let _serial = self.stripe(&user_id).lock().await;
             let min_version = self.min_version(&user_id);
             let (current, next) = self.write_through(&op, now_ms, min_version).await?;
@@ -445,7 +447,6 @@ impl RedisStore {
         }
         Ok((changed, dead))
     }
-
 }
 
 #[async_trait]
@@ -499,13 +500,22 @@ impl Store for RedisStore {
         let mut changed = Vec::new();
         for user_id in due {
             match self
-                .apply_op(Op::ExpireLingering { user_id: user_id.clone() }, now_ms)
+                .apply_op(
+                    Op::ExpireLingering {
+                        user_id: user_id.clone(),
+                    },
+                    now_ms,
+                )
                 .await
             {
                 Ok(next) => changed.extend(next),
                 Err(e) => {
                     // Try again next time.
-                    self.held.lock().unwrap().lingering.insert((now_ms, user_id));
+                    self.held
+                        .lock()
+                        .unwrap()
+                        .lingering
+                        .insert((now_ms, user_id));
                     return Err(e);
                 }
             }
@@ -540,8 +550,12 @@ impl Store for RedisStore {
                 node_id: self.node_id.clone(),
                 sessions: Vec::new(),
                 chosen: None,
+                known: None,
             };
-            if let Err(e) = self.write_through(&op, now_ms, self.min_version(&user_id)).await {
+            if let Err(e) = self
+                .write_through(&op, now_ms, self.min_version(&user_id))
+                .await
+            {
                 warn!(error = %e, "could not remove this node's sessions; the sweeper will");
                 return;
             }

@@ -227,16 +227,27 @@ impl UserRecord {
 
     /// Makes the sessions of `node_id` exactly `sessions` (a node re-asserting what it holds
     /// after the store lost or missed writes). `chosen` replaces the chosen status when given
-    /// (a change made while the store was unreachable). Returns whether anything changed.
+    /// (a change made while the store was unreachable); `known` is the status the node last
+    /// knew, restored when the store lost the record entirely. Returns whether anything
+    /// changed.
     pub fn sync_node_sessions(
         &mut self,
         node_id: &str,
         sessions: &[SessionEntry],
         chosen: Option<(Status, String)>,
+        known: Option<(Status, String)>,
         now_ms: u64,
     ) -> bool {
-        let mut mine: Vec<&SessionEntry> =
-            self.sessions.iter().filter(|s| s.node_id == node_id).collect();
+        let chosen = match (chosen, self.version) {
+            (Some(chosen), _) => Some(chosen),
+            (None, 0) => known,
+            (None, _) => None,
+        };
+        let mut mine: Vec<&SessionEntry> = self
+            .sessions
+            .iter()
+            .filter(|s| s.node_id == node_id)
+            .collect();
         mine.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         let mut wanted: Vec<&SessionEntry> = sessions.iter().collect();
         wanted.sort_by(|a, b| a.session_id.cmp(&b.session_id));
@@ -506,18 +517,20 @@ mod tests {
     fn syncing_a_nodes_sessions_restores_what_the_store_lost() {
         let mut lost = UserRecord::new("alice");
         let mine = vec![session("s1", "ios")];
-        assert!(lost.sync_node_sessions("n1", &mine, Some((Status::Busy, "x".into())), T0));
+        let known = Some((Status::Busy, "x".to_string()));
+        assert!(lost.sync_node_sessions("n1", &mine, None, known.clone(), T0));
         assert_eq!(lost.view(false).status, Status::Busy as i32);
         assert_eq!(lost.view(false).devices, vec!["ios"]);
-        // Same again: nothing to change, no new version.
+        // Same again: nothing to change, no new version; `known` only restores lost records.
         let v = lost.version;
-        assert!(!lost.sync_node_sessions("n1", &mine, None, T0 + 1));
+        let other_known = Some((Status::Away, String::new()));
+        assert!(!lost.sync_node_sessions("n1", &mine, None, other_known, T0 + 1));
         assert_eq!(lost.version, v);
         // Another node's sessions are left alone; ours replaced.
         let mut other = session("s9", "web");
         other.node_id = "n2".into();
         lost.open_session(other, None, 16, T0 + 2).unwrap();
-        assert!(lost.sync_node_sessions("n1", &[], None, T0 + 3));
+        assert!(lost.sync_node_sessions("n1", &[], None, None, T0 + 3));
         assert_eq!(lost.view(false).devices, vec!["web"]);
     }
 

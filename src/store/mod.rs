@@ -46,7 +46,10 @@ pub enum Op {
         user_id: String,
         node_id: String,
         sessions: Vec<SessionEntry>,
+        /// Chosen while the store was unreachable: written over what the store has.
         chosen: Option<(Status, String)>,
+        /// What the node last knew: restored only if the store lost the record.
+        known: Option<(Status, String)>,
     },
 }
 
@@ -99,8 +102,9 @@ pub fn apply_to_record(record: &mut UserRecord, op: &Op, now_ms: u64) -> Result<
             node_id,
             sessions,
             chosen,
+            known,
             ..
-        } => record.sync_node_sessions(node_id, sessions, chosen.clone(), now_ms),
+        } => record.sync_node_sessions(node_id, sessions, chosen.clone(), known.clone(), now_ms),
     })
 }
 

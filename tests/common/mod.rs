@@ -3,6 +3,7 @@
 //! `eventually`-style polling with a deadline instead of sleeps.
 #![allow(dead_code)]
 
+pub mod node_process;
 pub mod redis;
 
 use std::future::Future;
@@ -16,7 +17,6 @@ use presence_node::config::Config;
 use presence_node::node::Node;
 use presence_node::proto::{server_frame, Hello, Presence, ServerFrame, Status, Welcome};
 use presence_node::server;
-use presence_node::store::Store;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -93,7 +93,12 @@ impl TestNode {
     }
 
     /// A cluster-mode node on `redis` with key prefix `prefix` (unique per test).
-    pub async fn start_cluster(redis: &redis::RedisServer, prefix: &str, node_id: &str, args: &[&str]) -> Self {
+    pub async fn start_cluster(
+        redis: &redis::RedisServer,
+        prefix: &str,
+        node_id: &str,
+        args: &[&str],
+    ) -> Self {
         let url = redis.url();
         let mut all = vec![
             "--redis-url",
@@ -106,7 +111,7 @@ impl TestNode {
         all.extend_from_slice(args);
         let node = Self::start(&all).await;
         eventually("the node to reach redis", || async {
-            node.node.store.is_healthy().then_some(())
+            presence_node::store::Store::is_healthy(node.node.store.as_ref()).then_some(())
         })
         .await;
         node

@@ -23,7 +23,8 @@ fn free_port() -> u16 {
 impl RedisServer {
     pub fn start() -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("presence-redis-{port}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("presence-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
             port,
