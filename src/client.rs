@@ -33,6 +33,10 @@ use crate::proto::{
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`Session::open`] waits for the `Welcome` after sending `Hello`.
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 receive window per stream (session).
+pub const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+/// HTTP/2 receive window per connection (shared by multiplexed sessions).
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// Capacity of a session's outbound frame queue; [`SessionSender::send`] waits when it is full.
 pub const OUTBOUND_QUEUE: usize = 64;
 
@@ -203,7 +207,13 @@ pub fn parse_server(s: &str) -> Result<Endpoint, ClientError> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(false);
+        .keep_alive_while_idle(false)
+        // A small per-stream window: a session that stops reading leaves its updates on the
+        // node, where they coalesce to the latest per user, instead of thousands of tiny
+        // frames piling up here (h2 closes the whole connection past a frame count). The
+        // connection window stays large so many multiplexed sessions never starve each other.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
     if tls {
         endpoint = endpoint
             .tls_config(ClientTlsConfig::new().with_webpki_roots())

@@ -54,6 +54,12 @@ pub enum JwtAlgorithm {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RedisMode {
+    Standalone,
+    Cluster,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -70,6 +76,16 @@ pub struct Config {
     /// Unset: embedded in-memory store (single node). `redis://...`: cluster mode.
     #[arg(long, env = "PRESENCE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// `standalone` (one Redis, or a primary behind a failover proxy) or `cluster` (Redis
+    /// Cluster: PRESENCE_REDIS_URL may list several seed nodes, comma-separated).
+    #[arg(
+        long,
+        env = "PRESENCE_REDIS_MODE",
+        value_enum,
+        default_value = "standalone"
+    )]
+    pub redis_mode: RedisMode,
 
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "PRESENCE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
@@ -364,18 +380,27 @@ impl Config {
                 ));
             }
         }
-        if let Some(url) = &self.redis_url {
-            if !url.starts_with("redis://") {
+        if let Some(urls) = &self.redis_url {
+            let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
+            if urls.len() > 1 && self.redis_mode == RedisMode::Standalone {
                 return Err(bad(
                     "PRESENCE_REDIS_URL",
-                    format!(
-                        "{:?}: expected redis://[user:password@]host:port[/db] (rediss:// and Redis Cluster are not supported yet)",
-                        redact(url)
-                    ),
+                    "several URLs need PRESENCE_REDIS_MODE=cluster",
                 ));
             }
-            redis::Client::open(url.as_str())
-                .map_err(|e| bad("PRESENCE_REDIS_URL", format!("{:?}: {e}", redact(url))))?;
+            for url in urls {
+                if !url.starts_with("redis://") {
+                    return Err(bad(
+                        "PRESENCE_REDIS_URL",
+                        format!(
+                            "{:?}: expected redis://[user:password@]host:port[/db] (rediss:// is not supported yet)",
+                            redact(url)
+                        ),
+                    ));
+                }
+                redis::Client::open(url)
+                    .map_err(|e| bad("PRESENCE_REDIS_URL", format!("{:?}: {e}", redact(url))))?;
+            }
         }
         if self.resync_interval_ms == 0 {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
@@ -387,6 +412,24 @@ impl Config {
     /// Encoded size of the largest legal subscribe frame, with protobuf overhead.
     fn ids_frame_bytes(&self) -> usize {
         self.max_ids_per_request * (self.max_user_id_bytes + 3) + 64
+    }
+
+    /// Where Redis is (cluster mode only).
+    pub fn redis_target(&self) -> crate::cluster::connection::Target {
+        use crate::cluster::connection::Target;
+        let urls: Vec<String> = self
+            .redis_url
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .collect();
+        match self.redis_mode {
+            RedisMode::Standalone => {
+                Target::Standalone(urls.into_iter().next().unwrap_or_default())
+            }
+            RedisMode::Cluster => Target::Cluster(urls),
+        }
     }
 
     pub fn limits(&self) -> Limits {

@@ -56,26 +56,25 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     }
     let node_id = config.resolved_node_id();
     let cluster = match &config.redis_url {
-        Some(url) => {
+        Some(_) => {
             let store = RedisStore::new(
-                url,
+                config.redis_target(),
                 &config.key_prefix,
                 &node_id,
                 config.status_retention_ms,
                 config.node_lease_ttl_ms,
             )
-            .map_err(ServerError::Redis)?;
-            let client =
-                redis::Client::open(url.as_str()).map_err(|e| ServerError::Redis(e.to_string()))?;
-            Some((Arc::new(store), Arc::new(Interest::default()), client))
+            .await
+            .map_err(|e| ServerError::Redis(e.to_string()))?;
+            Some((Arc::new(store), Arc::new(Interest::default())))
         }
         None => None,
     };
     let store: Arc<dyn Store> = match &cluster {
-        Some((store, _, _)) => store.clone(),
+        Some((store, _)) => store.clone(),
         None => Arc::new(MemoryStore::new(config.status_retention_ms)),
     };
-    let interest = cluster.as_ref().map(|(_, interest, _)| interest.clone());
+    let interest = cluster.as_ref().map(|(_, interest)| interest.clone());
     let (registry, _) = Actor::spawn(None, Registry, interest)
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
@@ -96,9 +95,9 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     supervisor
         .cast(SupervisorMsg::Attach(Arc::downgrade(&node)))
         .map_err(|e| ServerError::Actor(e.to_string()))?;
-    if let Some((store, interest, client)) = cluster {
+    if let Some((store, interest)) = cluster {
         info!(node_id = %node.node_id, "cluster mode: state in Redis");
-        let bridge = tokio::spawn(bridge::run(node.clone(), store, interest, client, timings));
+        let bridge = tokio::spawn(bridge::run(node.clone(), store, interest, timings));
         node.own_task(bridge);
     }
     Ok(node)

@@ -363,7 +363,7 @@ async fn a_watcher_that_stops_reading_is_coalesced_not_buffered() {
 }
 
 /// The same with a 64 KiB stream window on the watcher's connection (a constrained client):
-/// the node's side of the flow control closes after ~1,200 updates instead of ~38,000.
+/// the stalled stream blocks the node after ~1,400 updates instead of ~38,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_watcher_with_a_small_window_that_stops_reading_is_coalesced_not_buffered() {
     watcher_stops_reading(Some(64 * 1024)).await;

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
 use super::codec;
+use super::connection::{Event, Subscriber};
 use super::store::RedisStore;
 use crate::node::Node;
 use crate::store::{Store, StoreError};
@@ -76,7 +76,6 @@ pub async fn run(
     node: Arc<Node>,
     store: Arc<RedisStore>,
     interest: Arc<Interest>,
-    client: redis::Client,
     timings: BridgeTimings,
 ) {
     let backoff_builder = ExponentialBuilder::default()
@@ -86,7 +85,7 @@ pub async fn run(
         .without_max_times();
     let mut backoff = backoff_builder.build();
     loop {
-        match connected(&node, &store, &interest, &client, &timings).await {
+        match connected(&node, &store, &interest, &timings).await {
             Ok(()) => {}
             Err(e) => warn!(error = %e, "redis bridge: connection lost or failed"),
         }
@@ -105,13 +104,11 @@ async fn connected(
     node: &Arc<Node>,
     store: &RedisStore,
     interest: &Interest,
-    client: &redis::Client,
     timings: &BridgeTimings,
 ) -> Result<(), StoreError> {
-    let pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
-    let (mut sink, mut events) = pubsub.split();
+    let mut events = store.target().subscriber().await?;
     let mut subscribed = HashSet::new();
-    reconcile(store, interest, &mut sink, &mut subscribed).await?;
+    reconcile(store, interest, &mut events, &mut subscribed).await?;
     store.renew_lease().await?;
     resync(node, store, interest).await?;
     store.set_healthy(true);
@@ -130,23 +127,33 @@ async fn connected(
     loop {
         tokio::select! {
             event = events.next() => {
-                let Some(first) = event else {
-                    return Err(StoreError::Unavailable("pub/sub connection closed".into()));
-                };
+                let mut gap = false;
                 let mut batch = Vec::new();
-                handle_event(node, store, first, &mut batch);
+                match event {
+                    None => return Err(StoreError::Unavailable("pub/sub connection closed".into())),
+                    Some(Event::Gap) => gap = true,
+                    Some(Event::Message { channel, payload }) => {
+                        handle_event(node, store, &channel, &payload, &mut batch);
+                    }
+                }
                 // Take whatever else already arrived, to fan out in one registry message.
                 while batch.len() < EVENT_BATCH {
                     match futures::FutureExt::now_or_never(events.next()) {
-                        Some(Some(msg)) => handle_event(node, store, msg, &mut batch),
-                        Some(None) => break,
-                        None => break,
+                        Some(Some(Event::Message { channel, payload })) => {
+                            handle_event(node, store, &channel, &payload, &mut batch);
+                        }
+                        Some(Some(Event::Gap)) => gap = true,
+                        Some(None) | None => break,
                     }
                 }
                 node.publish(batch);
+                if gap {
+                    // Events may have been lost while a connection or slot moved.
+                    resync(node, store, interest).await?;
+                }
             }
             _ = interest.changed.notified() => {
-                reconcile(store, interest, &mut sink, &mut subscribed).await?;
+                reconcile(store, interest, &mut events, &mut subscribed).await?;
             }
             _ = lease.tick() => {
                 if store.renew_lease().await? {
@@ -166,26 +173,22 @@ async fn connected(
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 /// Decodes one event into `batch` (events this node published itself were fanned out
 /// locally already).
 fn handle_event(
     node: &Node,
     store: &RedisStore,
-    msg: redis::Msg,
+    channel: &str,
+    payload: &[u8],
     batch: &mut Vec<crate::presence::UserRecord>,
 ) {
-    let channel = msg.get_channel_name().to_owned();
-    let Some(user_id) = store.keys().user_of_channel(&channel) else {
+    let Some(user_id) = store.keys().user_of_channel(channel) else {
         return;
     };
-    let Ok(payload) = msg.get_payload::<String>() else {
+    let Ok(payload) = std::str::from_utf8(payload) else {
         return;
     };
-    let Some((origin, version, body)) = codec::decode_event(&payload) else {
+    let Some((origin, version, body)) = codec::decode_event(payload) else {
         warn!(channel = %channel, "unreadable change event");
         return;
     };
@@ -205,7 +208,7 @@ fn handle_event(
 async fn reconcile(
     store: &RedisStore,
     interest: &Interest,
-    sink: &mut redis::aio::PubSubSink,
+    events: &mut Subscriber,
     subscribed: &mut HashSet<String>,
 ) -> Result<(), StoreError> {
     let desired = interest.snapshot();
@@ -213,12 +216,12 @@ async fn reconcile(
     let to_remove: Vec<String> = subscribed.difference(&desired).cloned().collect();
     for chunk in to_add.chunks(SUBSCRIBE_BATCH) {
         let channels: Vec<String> = chunk.iter().map(|u| store.keys().channel(u)).collect();
-        sink.subscribe(&channels).await.map_err(unavailable)?;
+        events.subscribe(&channels).await?;
         subscribed.extend(chunk.iter().cloned());
     }
     for chunk in to_remove.chunks(SUBSCRIBE_BATCH) {
         let channels: Vec<String> = chunk.iter().map(|u| store.keys().channel(u)).collect();
-        sink.unsubscribe(&channels).await.map_err(unavailable)?;
+        events.unsubscribe(&channels).await?;
         for user in chunk {
             subscribed.remove(user);
         }

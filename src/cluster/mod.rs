@@ -2,6 +2,7 @@
 //!
 //! - `keys`: every Redis key and channel name (one place, with the prefix and hash tags).
 //! - `codec`: how a user record and a change event are stored and sent.
+//! - `connection`: standalone Redis or Redis Cluster behind one type (commands and events).
 //! - `store`: the Redis store (the `Store` trait): compare-and-set writes through a script
 //!   that also assigns the version and publishes the change; node lease and dead-node sweep;
 //!   what this node holds, to re-assert after Redis lost or missed writes.
@@ -10,6 +11,7 @@
 
 pub mod bridge;
 pub mod codec;
+pub mod connection;
 pub mod keys;
 pub mod store;
 

@@ -14,19 +14,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::{AsyncCommands, Script};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::codec;
+use super::connection::{Backend, Conn, Target};
 use super::keys::Keys;
 use crate::presence::UserRecord;
 use crate::proto::Status;
 use crate::store::{apply_to_record, Op, Outcome, Store, StoreError};
 
 /// Compare-and-set of one user's record. KEYS[1] the user's hash. ARGV: expected version,
-/// body, channel, event prefix (origin node), lowest acceptable version, TTL ms.
+/// body, channel, event prefix (origin node), lowest acceptable version, TTL ms, publish
+/// command (PUBLISH, or SPUBLISH on Redis Cluster: the channel shares the key's hash tag).
 /// Returns {1, new version} or {0, current version}.
 const WRITE_SCRIPT: &str = r#"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
@@ -36,7 +37,7 @@ local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(
 local vs = string.format('%.0f', v)
 redis.call('HSET', KEYS[1], 'v', vs, 'b', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PUBLISH', ARGV[3], ARGV[4] .. vs .. '\n' .. ARGV[2])
+redis.call(ARGV[7], ARGV[3], ARGV[4] .. vs .. '\n' .. ARGV[2])
 return {1, v}
 "#;
 
@@ -92,7 +93,8 @@ struct Held {
 }
 
 pub struct RedisStore {
-    pool: Pool,
+    target: Target,
+    backend: Backend,
     keys: Keys,
     node_id: String,
     write: Script,
@@ -111,18 +113,17 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    pub fn new(
-        url: &str,
+    pub async fn new(
+        target: Target,
         prefix: &str,
         node_id: &str,
         retention_ms: u64,
         lease_ttl_ms: u64,
-    ) -> Result<Self, String> {
-        let pool = PoolConfig::from_url(url)
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Self, StoreError> {
+        let backend = target.backend().await?;
         Ok(Self {
-            pool,
+            target,
+            backend,
             keys: Keys::new(prefix),
             node_id: node_id.to_owned(),
             write: Script::new(WRITE_SCRIPT),
@@ -135,6 +136,10 @@ impl RedisStore {
             healthy: AtomicBool::new(false),
             health: watch::channel(false).0,
         })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     pub fn keys(&self) -> &Keys {
@@ -168,8 +173,8 @@ impl RedisStore {
         &self.stripes[(h.finish() as usize) % STRIPES]
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.backend.conn().await
     }
 
     /// Reads, applies and writes one op (compare-and-set), retrying on conflicts. Returns
@@ -226,6 +231,7 @@ impl RedisStore {
                 .arg(codec::encode_event_prefix(&self.node_id))
                 .arg(min_version)
                 .arg(self.retention_ms)
+                .arg(self.target.publish_command())
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
@@ -468,11 +474,32 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
-        let mut pipe = redis::pipe();
-        for id in user_ids {
-            pipe.cmd("HMGET").arg(self.keys.user(id)).arg("v").arg("b");
-        }
-        let rows: Vec<Vec<Option<String>>> = match pipe.query_async(&mut conn).await {
+        let read = async {
+            if let Conn::Cluster(cluster) = &conn {
+                // Users live in different slots: one request each, all in flight at once
+                // on the multiplexed cluster connection.
+                let reads = user_ids.iter().map(|id| {
+                    let mut c = cluster.clone();
+                    let key = self.keys.user(id);
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(key)
+                            .arg("v")
+                            .arg("b")
+                            .query_async::<Vec<Option<String>>>(&mut c)
+                            .await
+                    }
+                });
+                futures::future::try_join_all(reads).await
+            } else {
+                let mut pipe = redis::pipe();
+                for id in user_ids {
+                    pipe.cmd("HMGET").arg(self.keys.user(id)).arg("v").arg("b");
+                }
+                pipe.query_async(&mut conn).await
+            }
+        };
+        let rows: Vec<Vec<Option<String>>> = match read.await {
             Ok(rows) => rows,
             Err(e) => {
                 self.set_healthy(false);

@@ -1,0 +1,212 @@
+//! Connections to Redis, standalone or Redis Cluster, behind one type, so the store and the
+//! bridge do not care which. Commands: a deadpool pool (standalone) or the multiplexed,
+//! self-healing cluster connection. Events: a pub/sub connection (standalone, PUBLISH /
+//! SUBSCRIBE) or RESP3 pushes from the cluster connection (sharded: SPUBLISH / SSUBSCRIBE,
+//! resubscribed by the client when slots move).
+
+use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use redis::aio::ConnectionLike;
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, PushKind, RedisFuture, Value};
+use tokio::sync::mpsc;
+
+use crate::store::StoreError;
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Where commands go.
+pub enum Backend {
+    Standalone(Pool),
+    Cluster(ClusterConnection),
+}
+
+/// How to reach Redis, from the settings.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Standalone(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+
+    /// The command that publishes a change event from inside the write script.
+    pub fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    fn cluster_client(
+        seeds: &[String],
+        pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+    ) -> Result<redis::cluster::ClusterClient, StoreError> {
+        let mut builder = ClusterClientBuilder::new(seeds.to_vec())
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .retries(3);
+        if let Some(pushes) = pushes {
+            builder = builder.push_sender(pushes);
+        }
+        builder.build().map_err(unavailable)
+    }
+
+    /// The command backend. Standalone builds its pool lazily (no connection yet); a cluster
+    /// connection needs a reachable seed.
+    pub async fn backend(&self) -> Result<Backend, StoreError> {
+        match self {
+            Target::Standalone(url) => PoolConfig::from_url(url.as_str())
+                .create_pool(Some(Runtime::Tokio1))
+                .map(Backend::Standalone)
+                .map_err(unavailable),
+            Target::Cluster(seeds) => Self::cluster_client(seeds, None)?
+                .get_async_connection()
+                .await
+                .map(Backend::Cluster)
+                .map_err(unavailable),
+        }
+    }
+
+    /// A connection for events.
+    pub async fn subscriber(&self) -> Result<Subscriber, StoreError> {
+        match self {
+            Target::Standalone(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let (sink, stream) = client
+                    .get_async_pubsub()
+                    .await
+                    .map_err(unavailable)?
+                    .split();
+                Ok(Subscriber::Standalone(sink, stream))
+            }
+            Target::Cluster(seeds) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let conn = Self::cluster_client(seeds, Some(tx))?
+                    .get_async_connection()
+                    .await
+                    .map_err(unavailable)?;
+                Ok(Subscriber::Cluster(conn, rx))
+            }
+        }
+    }
+}
+
+impl Backend {
+    pub async fn conn(&self) -> Result<Conn, StoreError> {
+        match self {
+            Backend::Standalone(pool) => {
+                pool.get().await.map(Conn::Standalone).map_err(unavailable)
+            }
+            Backend::Cluster(conn) => Ok(Conn::Cluster(conn.clone())),
+        }
+    }
+}
+
+/// One connection's worth of commands.
+pub enum Conn {
+    Standalone(deadpool_redis::Connection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Standalone(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Standalone(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Standalone(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What the bridge hears from Redis.
+pub enum Event {
+    /// A change event on a channel.
+    Message { channel: String, payload: Vec<u8> },
+    /// The connection (or one cluster node's) dropped: events may have been missed.
+    Gap,
+}
+
+/// The event connection.
+pub enum Subscriber {
+    Standalone(redis::aio::PubSubSink, redis::aio::PubSubStream),
+    Cluster(ClusterConnection, mpsc::UnboundedReceiver<redis::PushInfo>),
+}
+
+impl Subscriber {
+    pub async fn subscribe(&mut self, channels: &[String]) -> Result<(), StoreError> {
+        match self {
+            Subscriber::Standalone(sink, _) => sink.subscribe(channels).await,
+            Subscriber::Cluster(conn, _) => conn.ssubscribe(channels).await,
+        }
+        .map_err(unavailable)
+    }
+
+    pub async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), StoreError> {
+        match self {
+            Subscriber::Standalone(sink, _) => sink.unsubscribe(channels).await,
+            Subscriber::Cluster(conn, _) => conn.sunsubscribe(channels).await,
+        }
+        .map_err(unavailable)
+    }
+
+    /// The next event; `None` when the connection is gone for good.
+    pub async fn next(&mut self) -> Option<Event> {
+        use futures::StreamExt;
+        match self {
+            Subscriber::Standalone(_, stream) => {
+                let msg = stream.next().await?;
+                Some(Event::Message {
+                    channel: msg.get_channel_name().to_owned(),
+                    payload: msg.get_payload_bytes().to_vec(),
+                })
+            }
+            Subscriber::Cluster(_, pushes) => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    PushKind::SMessage | PushKind::Message => {
+                        let mut data = push.data.into_iter();
+                        let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                            continue;
+                        };
+                        let (Ok(channel), Ok(payload)) = (
+                            redis::from_redis_value::<String>(channel),
+                            redis::from_redis_value::<Vec<u8>>(payload),
+                        ) else {
+                            continue;
+                        };
+                        return Some(Event::Message { channel, payload });
+                    }
+                    // A node dropped, or a slot moved away (the server unsubscribes us; the
+                    // client resubscribes at the slot's new owner): events may be missed.
+                    PushKind::Disconnection | PushKind::SUnsubscribe => return Some(Event::Gap),
+                    _ => continue,
+                }
+            },
+        }
+    }
+}
