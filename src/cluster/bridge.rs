@@ -128,25 +128,42 @@ async fn connected(
         tokio::select! {
             event = events.next() => {
                 let mut gap = false;
+                let mut dropped = Vec::new();
                 let mut batch = Vec::new();
-                match event {
-                    None => return Err(StoreError::Unavailable("pub/sub connection closed".into())),
-                    Some(Event::Gap) => gap = true,
-                    Some(Event::Message { channel, payload }) => {
-                        handle_event(node, store, &channel, &payload, &mut batch);
-                    }
-                }
+                let Some(first) = event else {
+                    return Err(StoreError::Unavailable("pub/sub connection closed".into()));
+                };
+                let mut next = Some(first);
                 // Take whatever else already arrived, to fan out in one registry message.
-                while batch.len() < EVENT_BATCH {
-                    match futures::FutureExt::now_or_never(events.next()) {
-                        Some(Some(Event::Message { channel, payload })) => {
+                while let Some(event) = next.take() {
+                    match event {
+                        Event::Message { channel, payload } => {
                             handle_event(node, store, &channel, &payload, &mut batch);
                         }
-                        Some(Some(Event::Gap)) => gap = true,
-                        Some(None) | None => break,
+                        Event::Gap => gap = true,
+                        Event::Dropped(channel) => dropped.push(channel),
+                    }
+                    if batch.len() < EVENT_BATCH {
+                        next = futures::FutureExt::now_or_never(events.next()).flatten();
                     }
                 }
                 node.publish(batch);
+                // Subscriptions Redis dropped (a slot moved) that are still wanted: subscribe
+                // again (the client routes to the slot's new owner), then resync.
+                let lost: Vec<String> = dropped
+                    .into_iter()
+                    .filter(|channel| {
+                        store
+                            .keys()
+                            .user_of_channel(channel)
+                            .is_some_and(|user| subscribed.contains(user))
+                    })
+                    .collect();
+                if !lost.is_empty() {
+                    warn!(channels = lost.len(), "redis dropped subscriptions (slot moved): subscribing again");
+                    events.subscribe(&lost).await?;
+                    gap = true;
+                }
                 if gap {
                     // Events may have been lost while a connection or slot moved.
                     resync(node, store, interest).await?;

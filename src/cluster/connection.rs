@@ -143,12 +143,35 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Sharded (un)subscriptions must name channels of one slot: one request per channel, many
+/// in flight on the multiplexed cluster connection.
+async fn per_channel<F, Fut>(
+    conn: &ClusterConnection,
+    channels: &[String],
+    op: F,
+) -> Result<(), StoreError>
+where
+    F: Fn(ClusterConnection, String) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<()>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(channels.iter().cloned())
+        .map(|channel| op(conn.clone(), channel))
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
+}
+
 /// What the bridge hears from Redis.
 pub enum Event {
     /// A change event on a channel.
     Message { channel: String, payload: Vec<u8> },
     /// The connection (or one cluster node's) dropped: events may have been missed.
     Gap,
+    /// Redis Cluster moved a slot away and dropped our subscription to this channel.
+    Dropped(String),
 }
 
 /// The event connection.
@@ -160,18 +183,30 @@ pub enum Subscriber {
 impl Subscriber {
     pub async fn subscribe(&mut self, channels: &[String]) -> Result<(), StoreError> {
         match self {
-            Subscriber::Standalone(sink, _) => sink.subscribe(channels).await,
-            Subscriber::Cluster(conn, _) => conn.ssubscribe(channels).await,
+            Subscriber::Standalone(sink, _) => sink.subscribe(channels).await.map_err(unavailable),
+            Subscriber::Cluster(conn, _) => {
+                per_channel(
+                    conn,
+                    channels,
+                    |mut c, ch| async move { c.ssubscribe(ch).await },
+                )
+                .await
+            }
         }
-        .map_err(unavailable)
     }
 
     pub async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), StoreError> {
         match self {
-            Subscriber::Standalone(sink, _) => sink.unsubscribe(channels).await,
-            Subscriber::Cluster(conn, _) => conn.sunsubscribe(channels).await,
+            Subscriber::Standalone(sink, _) => {
+                sink.unsubscribe(channels).await.map_err(unavailable)
+            }
+            Subscriber::Cluster(conn, _) => {
+                per_channel(conn, channels, |mut c, ch| async move {
+                    c.sunsubscribe(ch).await
+                })
+                .await
+            }
         }
-        .map_err(unavailable)
     }
 
     /// The next event; `None` when the connection is gone for good.
@@ -201,9 +236,21 @@ impl Subscriber {
                         };
                         return Some(Event::Message { channel, payload });
                     }
-                    // A node dropped, or a slot moved away (the server unsubscribes us; the
-                    // client resubscribes at the slot's new owner): events may be missed.
-                    PushKind::Disconnection | PushKind::SUnsubscribe => return Some(Event::Gap),
+                    // A node dropped: events may be missed.
+                    PushKind::Disconnection => return Some(Event::Gap),
+                    // Also sent when a slot moved away: the caller decides whether it
+                    // asked for it.
+                    PushKind::SUnsubscribe => {
+                        let channel = push
+                            .data
+                            .into_iter()
+                            .next()
+                            .and_then(|c| redis::from_redis_value::<String>(c).ok());
+                        match channel {
+                            Some(channel) => return Some(Event::Dropped(channel)),
+                            None => return Some(Event::Gap),
+                        }
+                    }
                     _ => continue,
                 }
             },

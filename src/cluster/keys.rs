@@ -61,7 +61,7 @@ mod tests {
             assert_eq!(keys.user_of_channel(&keys.channel(user)), Some(user));
         }
         assert_eq!(keys.user_of_channel("other:{u:a}:ch"), None);
-        assert_eq!(keys.user(&"alice"), "presence:{u:alice}");
+        assert_eq!(keys.user("alice"), "presence:{u:alice}");
         assert_eq!(keys.leases(), "{presence:nodes}:leases");
     }
 }

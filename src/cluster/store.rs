@@ -192,9 +192,14 @@ impl RedisStore {
             let mut read = redis::pipe();
             if matches!(op, Op::Open { .. } | Op::SyncNode { .. }) {
                 // The node index is written before the session, so it is always a superset
-                // of this node's sessions: a sweep after a crash misses nobody.
-                read.sadd(self.keys.node_index(&self.node_id), user_id)
-                    .ignore();
+                // of this node's sessions: a sweep after a crash misses nobody. (Redis
+                // Cluster: another slot, so not in the same pipeline.)
+                let index = self.keys.node_index(&self.node_id);
+                if self.target.is_cluster() {
+                    let _: () = conn.sadd(index, user_id).await.map_err(unavailable)?;
+                } else {
+                    read.sadd(index, user_id).ignore();
+                }
             }
             read.cmd("HMGET").arg(&key).arg("v").arg("b");
             let (fields,): (Vec<Option<String>>,) =

@@ -5,6 +5,7 @@
 
 pub mod node_process;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ impl TestNode {
         let mut all = vec!["presence-node", "--sweep-interval-ms", "10"];
         all.extend_from_slice(args);
         let config = Config::from_args(all).expect("test config");
+        if std::env::var_os("PRESENCE_TEST_LOG").is_some() {
+            presence_node::telemetry::init(config.log_format);
+        }
         let clock = ManualClock::new(T0);
         let node = server::start(config, Arc::new(clock.clone()))
             .await
@@ -99,10 +103,25 @@ impl TestNode {
         node_id: &str,
         args: &[&str],
     ) -> Self {
-        let url = redis.url();
+        Self::start_on_redis(&redis.url(), prefix, node_id, args).await
+    }
+
+    /// A node on a real Redis Cluster.
+    pub async fn start_on_redis_cluster(
+        cluster: &redis_cluster::RedisCluster,
+        prefix: &str,
+        node_id: &str,
+        args: &[&str],
+    ) -> Self {
+        let mut all = vec!["--redis-mode", "cluster"];
+        all.extend_from_slice(args);
+        Self::start_on_redis(&cluster.urls(), prefix, node_id, &all).await
+    }
+
+    async fn start_on_redis(url: &str, prefix: &str, node_id: &str, args: &[&str]) -> Self {
         let mut all = vec![
             "--redis-url",
-            url.as_str(),
+            url,
             "--key-prefix",
             prefix,
             "--node-id",

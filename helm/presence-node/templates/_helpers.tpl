@@ -104,6 +104,7 @@ maxMessageBytes: PRESENCE_MAX_MESSAGE_BYTES
 keepaliveIntervalMs: PRESENCE_KEEPALIVE_INTERVAL_MS
 keepaliveTimeoutMs: PRESENCE_KEEPALIVE_TIMEOUT_MS
 sweepIntervalMs: PRESENCE_SWEEP_INTERVAL_MS
+resyncIntervalMs: PRESENCE_RESYNC_INTERVAL_MS
 {{- end }}
 
 {{/*
@@ -226,6 +227,17 @@ cluster, with a message that names the value.
 {{- if not (has .Values.redis.mode (list "standalone" "cluster")) }}
 {{- $errors = append $errors (printf "redis.mode must be standalone or cluster, not %q" (toString .Values.redis.mode)) }}
 {{- end }}
+{{- if and .Values.redis.url (not .Values.redis.existingSecret) }}
+{{- $urls := splitList "," (toString .Values.redis.url) }}
+{{- range $urls }}
+{{- if not (hasPrefix "redis://" (trim .)) }}
+{{- $errors = append $errors "redis.url must be redis://[user:password@]host:port[/db] (rediss:// is not supported by the node yet)" }}
+{{- end }}
+{{- end }}
+{{- if and (gt (len $urls) 1) (ne .Values.redis.mode "cluster") }}
+{{- $errors = append $errors "redis.url lists several URLs: that needs redis.mode=cluster" }}
+{{- end }}
+{{- end }}
 {{- if not (include "presence-node.redisSecretName" .) }}
 {{- if .Values.autoscaling.enabled }}
 {{- $errors = append $errors "autoscaling.enabled needs Redis (redis.url or redis.existingSecret): without it every node has its own embedded store and they disagree" }}
@@ -253,6 +265,7 @@ cluster, with a message that names the value.
 {{- end }}
 {{- end }}
 {{- if $errors }}
+{{- $errors = uniq $errors }}
 {{- fail (printf "\n\nVALUES ERROR (presence-node):\n  - %s\n" (join "\n  - " $errors)) }}
 {{- end }}
 {{- end }}
