@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # presence-node container image: the server (`presence-node`, the entrypoint) and the CLI
 # (`presence`). Build: docker build -t presence-node .
 #

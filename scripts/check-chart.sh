@@ -12,6 +12,9 @@ REQUIREMENTS=tests/chart/requirements.txt
 die() { echo "scripts/check-chart.sh: $*" >&2; exit 1; }
 
 command -v python3 >/dev/null 2>&1 || die "python3 not found (Debian: apt-get install python3 python3-venv)"
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || die "python3 is $(python3 -V 2>&1 | cut -d' ' -f2); helm-python-sdk needs 3.10 or newer"
+PIP_HINT="helm-python-sdk has wheels for Linux x86_64/aarch64 with glibc >= 2.28 only; see $REQUIREMENTS"
 
 # The venv is reused while the requirements are unchanged; a stamp records what was installed.
 stamp="$VENV/.requirements.sha256"
@@ -22,16 +25,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   mkdir -p "$(dirname "$VENV")"
   if python3 -m venv "$VENV" >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS" \
-      || die "pip install -r $REQUIREMENTS failed (see above)"
+      || die "pip install -r $REQUIREMENTS failed (see above). $PIP_HINT"
   else
     # Debian's python3 without python3-venv has no ensurepip: install into a plain directory
-    # instead (pip's --target is allowed even where the system Python is externally managed).
+    # instead (--target does not install into the system Python, so PEP 668's externally-managed
+    # marker does not stop it).
     rm -rf "$VENV"
     python3 -m pip --version >/dev/null 2>&1 \
       || die "neither 'python3 -m venv' nor 'python3 -m pip' works (Debian: apt-get install python3-venv)"
     echo "   (python3 -m venv unavailable: using pip install --target $VENV/site-packages)"
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$VENV/site-packages" \
-      -r "$REQUIREMENTS" || die "pip install -r $REQUIREMENTS failed (see above)"
+      -r "$REQUIREMENTS" || die "pip install -r $REQUIREMENTS failed (see above). $PIP_HINT"
   fi
   echo "$want" > "$stamp"
 fi

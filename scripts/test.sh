@@ -32,3 +32,5 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== helm chart (offline: lint, render, Kubernetes 1.30 schemas)"
+bash scripts/check-chart.sh

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ractor::Actor;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
@@ -128,9 +128,14 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The builder's TCP settings only apply to listeners tonic binds itself; this one is
+    // given, so set them here. Without TCP_NODELAY a reply frame written right after the
+    // response headers waits for the peer's delayed ACK (~40 ms).
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_millis(config.keepalive_interval_ms)));
     let mut transport = tokio::spawn(
         Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
             .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
             .max_concurrent_streams(config.max_concurrent_streams)
@@ -138,7 +143,7 @@ pub async fn serve(
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(presence)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
     );

@@ -256,7 +256,7 @@ async fn sessions_over_the_per_user_cap_are_refused_with_resource_exhausted() {
     let _bob = node.session("bob", "d1").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_sessions_multiplex_one_connection() {
     let node = TestNode::start(&[]).await;
     let channel = node.channel().await;
