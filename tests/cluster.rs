@@ -201,6 +201,15 @@ async fn heartbeats_cost_no_redis_commands_and_a_status_change_two_round_trips()
     assert_eq!(delta("hmget"), CHANGES);
     assert_eq!(delta("evalsha") + delta("eval"), CHANGES);
     assert_eq!(delta("publish"), CHANGES);
+    // Nothing else is sent: commands run inside the script aside, the only requests are
+    // those two (no connection checks, no extra reads).
+    let inside_script = ["hget", "time", "hset", "pexpire", "publish", "info"];
+    let requests: u64 = after
+        .keys()
+        .filter(|k| !inside_script.contains(&k.as_str()))
+        .map(|k| delta(k))
+        .sum();
+    assert_eq!(requests, 2 * CHANGES, "{after:?}");
     println!(
         "per status change: {:?}",
         after

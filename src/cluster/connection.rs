@@ -5,7 +5,7 @@
 //! resubscribed by the client when slots move).
 
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
-use redis::aio::ConnectionLike;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, PushKind, RedisFuture, Value};
@@ -19,7 +19,13 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 /// Where commands go.
 pub enum Backend {
-    Standalone(Pool),
+    /// The pool makes and health-checks connections; one multiplexed connection taken from
+    /// it is then shared (cloned) by every request, because each pool checkout costs a
+    /// round trip (its recycle check) that a status change must not pay.
+    Standalone {
+        pool: Pool,
+        shared: std::sync::Mutex<Option<MultiplexedConnection>>,
+    },
     Cluster(ClusterConnection),
 }
 
@@ -64,7 +70,10 @@ impl Target {
         match self {
             Target::Standalone(url) => PoolConfig::from_url(url.as_str())
                 .create_pool(Some(Runtime::Tokio1))
-                .map(Backend::Standalone)
+                .map(|pool| Backend::Standalone {
+                    pool,
+                    shared: std::sync::Mutex::new(None),
+                })
                 .map_err(unavailable),
             Target::Cluster(seeds) => Self::cluster_client(seeds, None)?
                 .get_async_connection()
@@ -101,17 +110,30 @@ impl Target {
 impl Backend {
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         match self {
-            Backend::Standalone(pool) => {
-                pool.get().await.map(Conn::Standalone).map_err(unavailable)
+            Backend::Standalone { pool, shared } => {
+                if let Some(conn) = shared.lock().unwrap().clone() {
+                    return Ok(Conn::Standalone(conn));
+                }
+                let pooled = pool.get().await.map_err(unavailable)?;
+                let conn = deadpool_redis::Connection::take(pooled);
+                *shared.lock().unwrap() = Some(conn.clone());
+                Ok(Conn::Standalone(conn))
             }
             Backend::Cluster(conn) => Ok(Conn::Cluster(conn.clone())),
+        }
+    }
+
+    /// Forgets the shared connection after an error, so the next request gets a fresh one.
+    pub fn reset(&self) {
+        if let Backend::Standalone { shared, .. } = self {
+            *shared.lock().unwrap() = None;
         }
     }
 }
 
 /// One connection's worth of commands.
 pub enum Conn {
-    Standalone(deadpool_redis::Connection),
+    Standalone(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 

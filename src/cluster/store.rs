@@ -173,6 +173,13 @@ impl RedisStore {
         &self.stripes[(h.finish() as usize) % STRIPES]
     }
 
+    /// A command failed: the shared connection may be broken, so the next request gets a
+    /// fresh one.
+    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        self.backend.reset();
+        unavailable(e)
+    }
+
     async fn conn(&self) -> Result<Conn, StoreError> {
         self.backend.conn().await
     }
@@ -196,14 +203,16 @@ impl RedisStore {
                 // Cluster: another slot, so not in the same pipeline.)
                 let index = self.keys.node_index(&self.node_id);
                 if self.target.is_cluster() {
-                    let _: () = conn.sadd(index, user_id).await.map_err(unavailable)?;
+                    let _: () = conn.sadd(index, user_id).await.map_err(|e| self.fail(e))?;
                 } else {
                     read.sadd(index, user_id).ignore();
                 }
             }
             read.cmd("HMGET").arg(&key).arg("v").arg("b");
-            let (fields,): (Vec<Option<String>>,) =
-                read.query_async(&mut conn).await.map_err(unavailable)?;
+            let (fields,): (Vec<Option<String>>,) = read
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
             let version: u64 = fields
                 .first()
                 .cloned()
@@ -239,7 +248,7 @@ impl RedisStore {
                 .arg(self.target.publish_command())
                 .invoke_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.fail(e))?;
             if written == 1 {
                 next.version = new_version;
                 let had = current.sessions.iter().any(|s| s.node_id == self.node_id);
@@ -323,6 +332,7 @@ impl RedisStore {
                 Ok(next)
             }
             Err(e @ StoreError::Unavailable(_)) => {
+                self.backend.reset();
                 self.set_healthy(false);
                 self.apply_unwritten(&op, now_ms, e)
             }
@@ -395,15 +405,20 @@ impl RedisStore {
     /// dead, or Redis lost its data) and must re-assert what it holds.
     pub async fn renew_lease(&self) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let added: i64 = self
+        let renewed: Result<i64, _> = self
             .renew
             .key(self.keys.leases())
             .arg(&self.node_id)
             .arg(self.lease_ttl_ms)
             .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        Ok(added == 1)
+            .await;
+        match renewed {
+            Ok(added) => Ok(added == 1),
+            Err(e) => {
+                self.backend.reset();
+                Err(unavailable(e))
+            }
+        }
     }
 
     /// Removes the sessions of nodes whose lease expired (each dead node is claimed by one
@@ -422,7 +437,7 @@ impl RedisStore {
             .arg(SWEEP_CLAIM_TTL_MS)
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.fail(e))?;
         let mut changed = Vec::new();
         for node in &dead {
             let index = self.keys.node_index(node);
@@ -430,7 +445,7 @@ impl RedisStore {
                 let users: Vec<String> = conn
                     .srandmember_multiple(&index, SWEEP_BATCH as isize)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|e| self.fail(e))?;
                 if users.is_empty() {
                     break;
                 }
@@ -442,7 +457,7 @@ impl RedisStore {
                     let (_, next) = self.write_through(&op, now_ms, 0).await?;
                     changed.extend(next);
                 }
-                let _: () = conn.srem(&index, &users).await.map_err(unavailable)?;
+                let _: () = conn.srem(&index, &users).await.map_err(|e| self.fail(e))?;
             }
             let _: () = redis::pipe()
                 .del(&index)
@@ -453,7 +468,7 @@ impl RedisStore {
                 .ignore()
                 .query_async(&mut conn)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| self.fail(e))?;
             info!(dead_node = %node, users = changed.len(), "swept the sessions of a dead node");
         }
         Ok((changed, dead))
@@ -507,6 +522,7 @@ impl Store for RedisStore {
         let rows: Vec<Vec<Option<String>>> = match read.await {
             Ok(rows) => rows,
             Err(e) => {
+                self.backend.reset();
                 self.set_healthy(false);
                 return Err(unavailable(e));
             }
