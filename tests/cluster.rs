@@ -1,5 +1,6 @@
 //! Cluster mode: several nodes sharing one real redis-server (spawned per test, unique key
-//! prefix), real gRPC clients.
+//! prefix), real gRPC clients. The cross-node scenarios run twice: on one redis-server and on
+//! a real 3-master Redis Cluster.
 
 mod common;
 
@@ -8,11 +9,11 @@ use common::*;
 use presence_node::client::get_presence;
 use presence_node::proto::Status;
 
-#[tokio::test]
-async fn a_watcher_on_node_b_sees_a_user_on_node_a() {
-    let redis = RedisServer::start();
-    let a = TestNode::start_cluster(&redis, "t1", "node-a", &[]).await;
-    let b = TestNode::start_cluster(&redis, "t1", "node-b", &[]).await;
+on_redis_and_redis_cluster!(a_watcher_on_node_b_sees_a_user_on_node_a);
+
+async fn a_watcher_on_node_b_sees_a_user_on_node_a(redis: &SharedRedis) {
+    let a = redis.node("t1", "node-a", &[]).await;
+    let b = redis.node("t1", "node-b", &[]).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     let snapshot = subscribe(&mut watcher, &["alice"]).await;
     assert_eq!(status_of(&snapshot[0]), Status::Offline);
@@ -39,17 +40,17 @@ async fn a_watcher_on_node_b_sees_a_user_on_node_a() {
     assert_eq!(p[0].version, offline.version);
 }
 
-#[tokio::test]
-async fn a_remote_watcher_sees_every_change_in_version_order() {
-    let redis = RedisServer::start();
+on_redis_and_redis_cluster!(a_remote_watcher_sees_every_change_in_version_order);
+
+async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis) {
     let args = [
         "--status-rate-per-s",
         "100000",
         "--status-rate-burst",
         "100000",
     ];
-    let a = TestNode::start_cluster(&redis, "t2", "node-a", &args).await;
-    let b = TestNode::start_cluster(&redis, "t2", "node-b", &args).await;
+    let a = redis.node("t2", "node-a", &args).await;
+    let b = redis.node("t2", "node-b", &args).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     subscribe(&mut watcher, &["alice"]).await;
     let (alice, _) = a.session("alice", "ios").await;
@@ -90,17 +91,17 @@ async fn a_remote_watcher_sees_every_change_in_version_order() {
     let _rx = reader.await.unwrap();
 }
 
-#[tokio::test]
-async fn one_user_on_two_nodes_aggregates_under_concurrent_changes() {
-    let redis = RedisServer::start();
+on_redis_and_redis_cluster!(one_user_on_two_nodes_aggregates_under_concurrent_changes);
+
+async fn one_user_on_two_nodes_aggregates_under_concurrent_changes(redis: &SharedRedis) {
     let args = [
         "--status-rate-per-s",
         "100000",
         "--status-rate-burst",
         "100000",
     ];
-    let a = TestNode::start_cluster(&redis, "t3", "node-a", &args).await;
-    let b = TestNode::start_cluster(&redis, "t3", "node-b", &args).await;
+    let a = redis.node("t3", "node-a", &args).await;
+    let b = redis.node("t3", "node-b", &args).await;
     let (mut on_a, _) = a.session("alice", "ios").await;
     let (mut on_b, _) = b.session("alice", "web").await;
     // Both devices change the user's status at the same time, many times.
@@ -352,12 +353,12 @@ async fn updates_missed_while_the_pubsub_connection_was_killed_are_repaired() {
     assert_eq!(status_of(&repaired), Status::Away);
 }
 
-#[tokio::test]
-async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap() {
-    let redis = RedisServer::start();
+on_redis_and_redis_cluster!(sigterm_on_one_node_and_reconnect_to_another_shows_no_flap);
+
+async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap(redis: &SharedRedis) {
     let a =
-        TestNode::start_cluster(&redis, "t8", "node-a", &["--shutdown-grace-ms", "10000"]).await;
-    let b = TestNode::start_cluster(&redis, "t8", "node-b", &[]).await;
+        redis.node("t8", "node-a", &["--shutdown-grace-ms", "10000"]).await;
+    let b = redis.node("t8", "node-b", &[]).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     subscribe(&mut watcher, &["alice", "marker"]).await;
     let (mut alice, _) = a.session("alice", "ios").await;

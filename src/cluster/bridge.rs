@@ -85,17 +85,17 @@ pub async fn run(
         .without_max_times();
     let mut backoff = backoff_builder.build();
     loop {
-        match connected(&node, &store, &interest, &timings).await {
-            Ok(()) => {}
-            Err(e) => warn!(error = %e, "redis bridge: connection lost or failed"),
+        let mut was_up = false;
+        if let Err(e) = connected(&node, &store, &interest, &timings, &mut was_up).await {
+            warn!(error = %e, "redis bridge: connection lost or failed");
         }
         store.set_healthy(false);
-        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-        tokio::time::sleep(delay).await;
-        // A connection that worked for a while starts the backoff over.
-        if store.is_healthy() {
+        if was_up {
+            // A connection that worked starts the backoff over.
             backoff = backoff_builder.build();
         }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -105,13 +105,18 @@ async fn connected(
     store: &RedisStore,
     interest: &Interest,
     timings: &BridgeTimings,
+    was_up: &mut bool,
 ) -> Result<(), StoreError> {
     let mut events = store.target().subscriber().await?;
+    // The event connection was lost (or never made): the command connection most likely
+    // broke with it (a Redis restart); start afresh instead of failing once on it.
+    store.reset_connection();
     let mut subscribed = HashSet::new();
     reconcile(store, interest, &mut events, &mut subscribed).await?;
     store.renew_lease().await?;
     resync(node, store, interest).await?;
     store.set_healthy(true);
+    *was_up = true;
     info!(
         channels = subscribed.len(),
         "redis bridge connected and resynced"

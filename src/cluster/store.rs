@@ -173,6 +173,11 @@ impl RedisStore {
         &self.stripes[(h.finish() as usize) % STRIPES]
     }
 
+    /// Makes the next request use a fresh connection.
+    pub fn reset_connection(&self) {
+        self.backend.reset();
+    }
+
     /// A command failed: the shared connection may be broken, so the next request gets a
     /// fresh one.
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {

@@ -185,6 +185,51 @@ impl Drop for TestNode {
     }
 }
 
+/// The Redis a cluster-mode test runs on: one redis-server or a 3-master Redis Cluster.
+pub enum SharedRedis {
+    Single(redis::RedisServer),
+    Cluster(redis_cluster::RedisCluster),
+}
+
+impl SharedRedis {
+    pub fn single() -> Self {
+        SharedRedis::Single(redis::RedisServer::start())
+    }
+
+    pub fn cluster() -> Self {
+        SharedRedis::Cluster(redis_cluster::RedisCluster::start())
+    }
+
+    /// A node on this Redis.
+    pub async fn node(&self, prefix: &str, node_id: &str, args: &[&str]) -> TestNode {
+        match self {
+            SharedRedis::Single(redis) => TestNode::start_cluster(redis, prefix, node_id, args).await,
+            SharedRedis::Cluster(cluster) => {
+                TestNode::start_on_redis_cluster(cluster, prefix, node_id, args).await
+            }
+        }
+    }
+}
+
+/// Runs a cluster-mode scenario `async fn name(redis: &SharedRedis)` twice: on one
+/// redis-server and on a real 3-master Redis Cluster.
+#[macro_export]
+macro_rules! on_redis_and_redis_cluster {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn on_redis() {
+                super::$scenario(&super::common::SharedRedis::single()).await;
+            }
+
+            #[tokio::test]
+            async fn on_redis_cluster() {
+                super::$scenario(&super::common::SharedRedis::cluster()).await;
+            }
+        }
+    };
+}
+
 /// Cuts a proxied connection (both sockets close at once) when told or dropped.
 pub struct Cutter {
     task: JoinHandle<()>,

@@ -10,13 +10,24 @@ pub struct RedisCluster {
     dir: std::path::PathBuf,
 }
 
+/// Ports for cluster nodes. A node also listens on its bus port (port + 10000); both are
+/// taken below the kernel's ephemeral range (32768+), from a counter, so clusters of
+/// concurrent tests (and the ports the OS hands out) never collide with each other.
 fn free_ports(n: usize) -> Vec<u16> {
-    // Cluster bus ports are port + 10000: keep both free and below 55535.
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        12_000 + (std::process::id() % 300) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     let mut ports = Vec::new();
     while ports.len() < n {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(p < 22_000, "ran out of test ports");
+        let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free(p) && free(p + 10_000) {
             ports.push(p);
         }
     }
