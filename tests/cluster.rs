@@ -282,9 +282,34 @@ async fn a_redis_outage_keeps_sessions_and_the_change_made_meanwhile_arrives() {
     let (mut local_watcher, _) = a.session("lou", "web").await;
     subscribe(&mut local_watcher, &["alice"]).await;
 
+    let health = |node: &TestNode| {
+        let url = node.url();
+        async move {
+            let channel = presence_node::client::connect(&url).await.ok()?;
+            let status = tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "presence.v1.PresenceService".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            Some(status)
+        }
+    };
+    const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    const NOT_SERVING: i32 =
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    assert_eq!(health(&a).await, Some(SERVING));
+
     redis.kill();
     eventually("node a to notice the outage", || async {
         (!a.node.store.as_ref().is_healthy()).then_some(())
+    })
+    .await;
+    // Not ready while Redis is away (the load balancer stops sending new devices).
+    eventually("health NOT_SERVING during the outage", || async {
+        (health(&a).await == Some(NOT_SERVING)).then_some(())
     })
     .await;
     // During the outage: the change is accepted and local watchers see it at once.
@@ -315,6 +340,10 @@ async fn a_redis_outage_keeps_sessions_and_the_change_made_meanwhile_arrives() {
     assert_eq!(status_of(&remote), Status::Busy);
     assert_eq!(a.node.sessions.len(), 2);
     assert_eq!(b.node.sessions.len(), 1);
+    eventually("health SERVING again", || async {
+        (health(&a).await == Some(SERVING)).then_some(())
+    })
+    .await;
     let r = alice.heartbeat().await.unwrap();
     assert!(r > 0);
 }
@@ -356,8 +385,9 @@ async fn updates_missed_while_the_pubsub_connection_was_killed_are_repaired() {
 on_redis_and_redis_cluster!(sigterm_on_one_node_and_reconnect_to_another_shows_no_flap);
 
 async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap(redis: &SharedRedis) {
-    let a =
-        redis.node("t8", "node-a", &["--shutdown-grace-ms", "10000"]).await;
+    let a = redis
+        .node("t8", "node-a", &["--shutdown-grace-ms", "10000"])
+        .await;
     let b = redis.node("t8", "node-b", &[]).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     subscribe(&mut watcher, &["alice", "marker"]).await;
