@@ -87,6 +87,11 @@ pub struct Config {
     )]
     pub redis_mode: RedisMode,
 
+    /// PEM file of the CA that signed the Redis server certificate, for `rediss://` with a
+    /// private CA (default: the system's trusted roots).
+    #[arg(long, env = "PRESENCE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "PRESENCE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
@@ -389,11 +394,11 @@ impl Config {
                 ));
             }
             for url in urls {
-                if !url.starts_with("redis://") {
+                if !url.starts_with("redis://") && !url.starts_with("rediss://") {
                     return Err(bad(
                         "PRESENCE_REDIS_URL",
                         format!(
-                            "{:?}: expected redis://[user:password@]host:port[/db] (rediss:// is not supported yet)",
+                            "{:?}: expected redis:// or rediss:// [user:password@]host:port[/db]",
                             redact(url)
                         ),
                     ));
@@ -401,6 +406,14 @@ impl Config {
                 redis::Client::open(url)
                     .map_err(|e| bad("PRESENCE_REDIS_URL", format!("{:?}: {e}", redact(url))))?;
             }
+        }
+        if let Some(path) = &self.redis_ca_file {
+            std::fs::read(path).map_err(|e| {
+                bad(
+                    "PRESENCE_REDIS_CA_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
         }
         if self.resync_interval_ms == 0 {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
@@ -415,8 +428,8 @@ impl Config {
     }
 
     /// Where Redis is (cluster mode only).
-    pub fn redis_target(&self) -> crate::cluster::connection::Target {
-        use crate::cluster::connection::Target;
+    pub fn redis_endpoint(&self) -> crate::cluster::connection::Endpoint {
+        use crate::cluster::connection::{Endpoint, Target};
         let urls: Vec<String> = self
             .redis_url
             .as_deref()
@@ -424,11 +437,19 @@ impl Config {
             .split(',')
             .map(|u| u.trim().to_owned())
             .collect();
-        match self.redis_mode {
+        let target = match self.redis_mode {
             RedisMode::Standalone => {
                 Target::Standalone(urls.into_iter().next().unwrap_or_default())
             }
             RedisMode::Cluster => Target::Cluster(urls),
+        };
+        Endpoint {
+            target,
+            // Checked readable at start; a file gone since then means the system roots.
+            ca_pem: self
+                .redis_ca_file
+                .as_ref()
+                .and_then(|path| std::fs::read(path).ok()),
         }
     }
 

@@ -58,7 +58,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     let cluster = match &config.redis_url {
         Some(_) => {
             let store = RedisStore::new(
-                config.redis_target(),
+                config.redis_endpoint(),
                 &config.key_prefix,
                 &node_id,
                 config.status_retention_ms,

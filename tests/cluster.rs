@@ -479,3 +479,18 @@ async fn sigkill_of_a_node_makes_its_users_offline_within_the_bound_and_leaves_n
         .unwrap();
     assert!(!body.contains("node-a"), "{body}");
 }
+
+#[tokio::test]
+async fn nodes_reach_redis_over_tls_with_a_private_ca() {
+    let redis = RedisServer::start_tls();
+    assert!(redis.url().starts_with("rediss://"));
+    let ca = common::redis::tls_fixture("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let a = TestNode::start_cluster(&redis, "tls", "node-a", &["--redis-ca-file", ca]).await;
+    let b = TestNode::start_cluster(&redis, "tls", "node-b", &["--redis-ca-file", ca]).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+    let (_alice, _) = a.session("alice", "ios").await;
+    let online = next_update_of(&mut watcher, "alice").await;
+    assert_eq!(status_of(&online), Status::Online);
+}

@@ -5,7 +5,7 @@ mod common;
 
 use common::redis::RedisServer;
 use common::redis_cluster::RedisCluster;
-use presence_node::cluster::connection::Target;
+use presence_node::cluster::connection::{Endpoint, Target};
 use presence_node::cluster::RedisStore;
 use presence_node::presence::{RecordError, SessionEntry};
 use presence_node::proto::Status;
@@ -58,29 +58,65 @@ async fn behaves_like_a_store(store: &dyn Store) {
     // Opening sessions.
     let r = changed(store.apply_one(open(user, "s1", "ios"), T0).await.unwrap());
     assert_eq!(r.view(false).status, Status::Online as i32);
-    let r = changed(store.apply_one(open(user, "s2", "web"), T0 + 1).await.unwrap());
+    let r = changed(
+        store
+            .apply_one(open(user, "s2", "web"), T0 + 1)
+            .await
+            .unwrap(),
+    );
     assert_eq!(r.view(false).devices, vec!["ios", "web"]);
     // The per-user cap.
-    let err = store.apply_one(open(user, "s3", "tv"), T0 + 2).await.unwrap_err();
-    assert!(matches!(err, StoreError::Record(RecordError::TooManySessions { .. })), "{err:?}");
+    let err = store
+        .apply_one(open(user, "s3", "tv"), T0 + 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Record(RecordError::TooManySessions { .. })),
+        "{err:?}"
+    );
 
     // Status: the same again is no change; another is.
-    let same = Op::SetStatus { user_id: user.into(), status: Status::Online, text: String::new() };
+    let same = Op::SetStatus {
+        user_id: user.into(),
+        status: Status::Online,
+        text: String::new(),
+    };
     assert_eq!(store.apply_one(same, T0 + 3).await.unwrap(), None);
-    let busy = Op::SetStatus { user_id: user.into(), status: Status::Busy, text: "focus".into() };
+    let busy = Op::SetStatus {
+        user_id: user.into(),
+        status: Status::Busy,
+        text: "focus".into(),
+    };
     let r = changed(store.apply_one(busy, T0 + 4).await.unwrap());
     assert_eq!(r.view(false).status_text, "focus");
 
     // What `get` returns is what the last write returned.
-    let got = store.get(&[user.into(), "nobody".into()], T0 + 5).await.unwrap();
+    let got = store
+        .get(&[user.into(), "nobody".into()], T0 + 5)
+        .await
+        .unwrap();
     assert_eq!(got[0].as_ref(), Some(&r));
     assert_eq!(got[1], None);
 
     // A clean end removes at once; an abrupt one lingers until the grace, then reap removes it.
-    let r = changed(store.apply_one(end(user, "s2", None), T0 + 6).await.unwrap());
+    let r = changed(
+        store
+            .apply_one(end(user, "s2", None), T0 + 6)
+            .await
+            .unwrap(),
+    );
     assert_eq!(r.view(false).devices, vec!["ios"]);
-    let r = changed(store.apply_one(end(user, "s1", Some(T0 + 3_000)), T0 + 7).await.unwrap());
-    assert_eq!(r.view(false).status, Status::Busy as i32, "still counted during the grace");
+    let r = changed(
+        store
+            .apply_one(end(user, "s1", Some(T0 + 3_000)), T0 + 7)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        r.view(false).status,
+        Status::Busy as i32,
+        "still counted during the grace"
+    );
     assert!(store.reap(T0 + 2_999).await.unwrap().is_empty());
     let reaped = store.reap(T0 + 3_000).await.unwrap();
     assert_eq!(reaped.len(), 1);
@@ -88,20 +124,44 @@ async fn behaves_like_a_store(store: &dyn Store) {
     assert_eq!(r.view(false).status, Status::Offline as i32);
     assert_eq!(r.view(false).last_seen_ms, T0 + 3_000);
     // The chosen status outlives the sessions.
-    let r = changed(store.apply_one(open(user, "s4", "ios"), T0 + 8).await.unwrap());
+    let r = changed(
+        store
+            .apply_one(open(user, "s4", "ios"), T0 + 8)
+            .await
+            .unwrap(),
+    );
     assert_eq!(r.view(false).status, Status::Busy as i32);
 
     // A reconnect of the same device within the grace replaces the lingering session.
-    changed(store.apply_one(end(user, "s4", Some(T0 + 10_000)), T0 + 9).await.unwrap());
-    let r = changed(store.apply_one(open(user, "s5", "ios"), T0 + 10).await.unwrap());
+    changed(
+        store
+            .apply_one(end(user, "s4", Some(T0 + 10_000)), T0 + 9)
+            .await
+            .unwrap(),
+    );
+    let r = changed(
+        store
+            .apply_one(open(user, "s5", "ios"), T0 + 10)
+            .await
+            .unwrap(),
+    );
     assert_eq!(r.sessions.len(), 1);
-    assert!(store.reap(T0 + 20_000).await.unwrap().is_empty(), "nothing left to expire");
+    assert!(
+        store.reap(T0 + 20_000).await.unwrap().is_empty(),
+        "nothing left to expire"
+    );
 
     // A dead node's sessions all go.
-    let sweep = Op::RemoveNode { user_id: user.into(), node_id: NODE.into() };
+    let sweep = Op::RemoveNode {
+        user_id: user.into(),
+        node_id: NODE.into(),
+    };
     let r = changed(store.apply_one(sweep, T0 + 11).await.unwrap());
     assert!(r.sessions.is_empty());
-    let again = Op::RemoveNode { user_id: user.into(), node_id: NODE.into() };
+    let again = Op::RemoveNode {
+        user_id: user.into(),
+        node_id: NODE.into(),
+    };
     assert_eq!(store.apply_one(again, T0 + 12).await.unwrap(), None);
 }
 
@@ -113,9 +173,15 @@ async fn the_memory_store() {
 #[tokio::test]
 async fn the_redis_store() {
     let redis = RedisServer::start();
-    let store = RedisStore::new(Target::Standalone(redis.url()), "sb", NODE, RETENTION_MS, 10_000)
-        .await
-        .unwrap();
+    let store = RedisStore::new(
+        Endpoint::new(Target::Standalone(redis.url())),
+        "sb",
+        NODE,
+        RETENTION_MS,
+        10_000,
+    )
+    .await
+    .unwrap();
     behaves_like_a_store(&store).await;
 }
 
@@ -123,8 +189,14 @@ async fn the_redis_store() {
 async fn the_redis_store_on_redis_cluster() {
     let cluster = RedisCluster::start();
     let seeds = cluster.urls().split(',').map(String::from).collect();
-    let store = RedisStore::new(Target::Cluster(seeds), "sb", NODE, RETENTION_MS, 10_000)
-        .await
-        .unwrap();
+    let store = RedisStore::new(
+        Endpoint::new(Target::Cluster(seeds)),
+        "sb",
+        NODE,
+        RETENTION_MS,
+        10_000,
+    )
+    .await
+    .unwrap();
     behaves_like_a_store(&store).await;
 }

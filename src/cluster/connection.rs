@@ -1,10 +1,12 @@
 //! Connections to Redis, standalone or Redis Cluster, behind one type, so the store and the
-//! bridge do not care which. Commands: a deadpool pool (standalone) or the multiplexed,
-//! self-healing cluster connection. Events: a pub/sub connection (standalone, PUBLISH /
+//! bridge do not care which. Commands: one multiplexed connection (standalone; concurrent
+//! requests are pipelined on it, and it is replaced after an error) or the multiplexed,
+//! self-healing cluster connection. No connection pool: a multiplexed connection needs none,
+//! and a pool's checkout health check (deadpool-redis sends PING) would add a round trip to
+//! every status change. Events: a pub/sub connection (standalone, PUBLISH /
 //! SUBSCRIBE) or RESP3 pushes from the cluster connection (sharded: SPUBLISH / SSUBSCRIBE,
 //! resubscribed by the client when slots move).
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -13,17 +15,22 @@ use tokio::sync::mpsc;
 
 use crate::store::StoreError;
 
+/// A Redis that does not accept a connection within this is unreachable.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// A request without an answer within this counts as failed (a hung or partitioned Redis
+/// must not stall sessions: the change is kept and written later).
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 /// Where commands go.
 pub enum Backend {
-    /// The pool makes and health-checks connections; one multiplexed connection taken from
-    /// it is then shared (cloned) by every request, because each pool checkout costs a
-    /// round trip (its recycle check) that a status change must not pay.
+    /// One multiplexed connection shared (cloned) by every request; made on first use and
+    /// again after an error.
     Standalone {
-        pool: Pool,
+        client: redis::Client,
         shared: std::sync::Mutex<Option<MultiplexedConnection>>,
     },
     Cluster(ClusterConnection),
@@ -37,9 +44,23 @@ pub enum Target {
     Cluster(Vec<String>),
 }
 
-impl Target {
+/// A Redis target plus, for `rediss://` with a private CA, the CA to trust (PEM).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub target: Target,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Endpoint {
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            ca_pem: None,
+        }
+    }
+
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Target::Cluster(_))
+        matches!(self.target, Target::Cluster(_))
     }
 
     /// The command that publishes a change event from inside the write script.
@@ -51,13 +72,35 @@ impl Target {
         }
     }
 
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_pem.as_ref().map(|ca| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        })
+    }
+
+    /// A standalone client (TLS with the configured CA for `rediss://`).
+    fn client(&self, url: &str) -> Result<redis::Client, StoreError> {
+        match self.certificates() {
+            Some(certs) => redis::Client::build_with_tls(url, certs),
+            None => redis::Client::open(url),
+        }
+        .map_err(unavailable)
+    }
+
     fn cluster_client(
+        &self,
         seeds: &[String],
         pushes: Option<mpsc::UnboundedSender<redis::PushInfo>>,
     ) -> Result<redis::cluster::ClusterClient, StoreError> {
         let mut builder = ClusterClientBuilder::new(seeds.to_vec())
             .use_protocol(redis::ProtocolVersion::RESP3)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
             .retries(3);
+        if let Some(certs) = self.certificates() {
+            builder = builder.certs(certs);
+        }
         if let Some(pushes) = pushes {
             builder = builder.push_sender(pushes);
         }
@@ -67,15 +110,13 @@ impl Target {
     /// The command backend. Standalone builds its pool lazily (no connection yet); a cluster
     /// connection needs a reachable seed.
     pub async fn backend(&self) -> Result<Backend, StoreError> {
-        match self {
-            Target::Standalone(url) => PoolConfig::from_url(url.as_str())
-                .create_pool(Some(Runtime::Tokio1))
-                .map(|pool| Backend::Standalone {
-                    pool,
-                    shared: std::sync::Mutex::new(None),
-                })
-                .map_err(unavailable),
-            Target::Cluster(seeds) => Self::cluster_client(seeds, None)?
+        match &self.target {
+            Target::Standalone(url) => Ok(Backend::Standalone {
+                client: self.client(url)?,
+                shared: std::sync::Mutex::new(None),
+            }),
+            Target::Cluster(seeds) => self
+                .cluster_client(seeds, None)?
                 .get_async_connection()
                 .await
                 .map(Backend::Cluster)
@@ -85,10 +126,10 @@ impl Target {
 
     /// A connection for events.
     pub async fn subscriber(&self) -> Result<Subscriber, StoreError> {
-        match self {
+        match &self.target {
             Target::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
-                let (sink, stream) = client
+                let (sink, stream) = self
+                    .client(url)?
                     .get_async_pubsub()
                     .await
                     .map_err(unavailable)?
@@ -97,7 +138,8 @@ impl Target {
             }
             Target::Cluster(seeds) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let conn = Self::cluster_client(seeds, Some(tx))?
+                let conn = self
+                    .cluster_client(seeds, Some(tx))?
                     .get_async_connection()
                     .await
                     .map_err(unavailable)?;
@@ -110,12 +152,17 @@ impl Target {
 impl Backend {
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         match self {
-            Backend::Standalone { pool, shared } => {
+            Backend::Standalone { client, shared } => {
                 if let Some(conn) = shared.lock().unwrap().clone() {
                     return Ok(Conn::Standalone(conn));
                 }
-                let pooled = pool.get().await.map_err(unavailable)?;
-                let conn = deadpool_redis::Connection::take(pooled);
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?;
                 *shared.lock().unwrap() = Some(conn.clone());
                 Ok(Conn::Standalone(conn))
             }

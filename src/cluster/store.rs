@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::codec;
-use super::connection::{Backend, Conn, Target};
+use super::connection::{Backend, Conn, Endpoint};
 use super::keys::Keys;
 use crate::presence::UserRecord;
 use crate::proto::Status;
@@ -93,7 +93,7 @@ struct Held {
 }
 
 pub struct RedisStore {
-    target: Target,
+    target: Endpoint,
     backend: Backend,
     keys: Keys,
     node_id: String,
@@ -114,7 +114,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl RedisStore {
     pub async fn new(
-        target: Target,
+        target: Endpoint,
         prefix: &str,
         node_id: &str,
         retention_ms: u64,
@@ -138,7 +138,7 @@ impl RedisStore {
         })
     }
 
-    pub fn target(&self) -> &Target {
+    pub fn target(&self) -> &Endpoint {
         &self.target
     }
 

@@ -203,7 +203,9 @@ impl SharedRedis {
     /// A node on this Redis.
     pub async fn node(&self, prefix: &str, node_id: &str, args: &[&str]) -> TestNode {
         match self {
-            SharedRedis::Single(redis) => TestNode::start_cluster(redis, prefix, node_id, args).await,
+            SharedRedis::Single(redis) => {
+                TestNode::start_cluster(redis, prefix, node_id, args).await
+            }
             SharedRedis::Cluster(cluster) => {
                 TestNode::start_on_redis_cluster(cluster, prefix, node_id, args).await
             }

@@ -10,6 +10,15 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    /// Serves TLS only (rediss://), with the test certificates in tests/fixtures/redis-tls.
+    tls: bool,
+}
+
+/// The test TLS material (CA, server certificate and key for 127.0.0.1).
+pub fn tls_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/redis-tls")
+        .join(name)
 }
 
 fn free_port() -> u16 {
@@ -22,6 +31,15 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A redis-server that only speaks TLS.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("presence-redis-{port}-{}", std::process::id()));
@@ -30,14 +48,28 @@ impl RedisServer {
             port,
             child: None,
             dir,
+            tls,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(tls_fixture("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(tls_fixture("key.pem"))
+                .arg("--tls-ca-cert-file")
+                .arg(tls_fixture("ca.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -53,7 +85,7 @@ impl RedisServer {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(client) = redis::Client::open(self.url()) {
+            if let Ok(client) = self.client() {
                 if let Ok(mut conn) = client.get_connection() {
                     if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
                         return;
@@ -66,7 +98,22 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        if self.tls {
+            redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(tls_fixture("ca.pem")).unwrap()),
+                },
+            )
+        } else {
+            redis::Client::open(self.url())
+        }
     }
 
     /// SIGKILL: the data is gone (no persistence).
@@ -84,10 +131,7 @@ impl RedisServer {
     }
 
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        self.client().unwrap().get_connection().unwrap()
     }
 
     /// `INFO commandstats` calls per command (lowercase names).

@@ -1,5 +1,6 @@
 //! `idle`: N sessions held open over C connections (streams multiplexed), each watching W
-//! users and heartbeating at the node's interval. Measures time to establish and node RSS.
+//! users and heartbeating at the node's interval. Measures time to establish and node RSS;
+//! on Redis (`--redis`), also the Redis commands sent while the sessions only heartbeat.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use presence_node::proto::Hello;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
-use crate::node_process::{NodeUnderTest, Target};
+use crate::node_process::{check_open_files, Deployment, RedisDelta, Target};
 use crate::report::{Latency, Report};
 
 #[derive(Debug, Args)]
@@ -37,13 +38,21 @@ pub struct IdleArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Draw the distribution of the time to establish a session here (SVG).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 pub async fn run(args: IdleArgs) -> Result<(), String> {
     let streams_per_connection = args.sessions.div_ceil(args.connections.max(1));
     let max_streams = (streams_per_connection + 16).to_string();
-    let node =
-        NodeUnderTest::start(&args.target, &["--max-concurrent-streams", &max_streams]).await?;
+    if args.target.nodes > 1 || args.target.servers.len() > 1 {
+        return Err("idle drives one node (--nodes 1, at most one --server)".into());
+    }
+    check_open_files(args.connections * 2);
+    let deployment =
+        Deployment::start(&args.target, &["--max-concurrent-streams", &max_streams]).await?;
+    let node = &deployment.nodes[0];
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(
@@ -63,6 +72,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     );
 
     let errors = Arc::new(AtomicU64::new(0));
+    let heartbeats = Arc::new(AtomicU64::new(0));
     let opened = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(Semaphore::new(args.concurrency));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -74,6 +84,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         let permit = gate.clone().acquire_owned().await.expect("semaphore");
         let channel = channels[(i % args.connections) as usize].clone();
         let (task_errors, task_opened, lat_tx) = (errors.clone(), opened.clone(), lat_tx.clone());
+        let task_heartbeats = heartbeats.clone();
         let mut stop = stop_rx.clone();
         let watch: Vec<String> = (0..args.watch)
             .map(|_| format!("u{}", rand::random_range(0..args.sessions)))
@@ -111,6 +122,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
                             task_errors.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
+                        task_heartbeats.fetch_add(1, Ordering::Relaxed);
                         next += interval;
                     }
                     frame = session.recv() => {
@@ -147,8 +159,17 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         args.hold_s
     );
     let cpu_before_hold = node.cpu_seconds();
+    let redis_before_hold = deployment.redis_calls();
+    let heartbeats_before_hold = heartbeats.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
     let rss_after = node.rss_bytes();
+    let hold_heartbeats = heartbeats.load(Ordering::Relaxed) - heartbeats_before_hold;
+    // Redis while merely holding the sessions: what heartbeats cost there (periodic lease
+    // renewals and resyncs fall in too; see BENCHMARKS.md).
+    let redis_hold = match (redis_before_hold, deployment.redis_calls()) {
+        (Some(before), Some(after)) => Some(RedisDelta::between(&before, &after)),
+        _ => None,
+    };
     // Node CPU while merely holding the sessions (heartbeats, sweeps): the idle cost.
     let hold_cpu_s = match (cpu_before_hold, node.cpu_seconds()) {
         (Some(a), Some(b)) => Some(b - a),
@@ -182,8 +203,28 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
             ("rss_after_bytes", json!(rss_after)),
             ("node_cpu_s_while_holding", json!(hold_cpu_s)),
             ("hold_s", json!(args.hold_s)),
+            ("heartbeats_while_holding", json!(hold_heartbeats)),
+            (
+                "redis_commands_while_holding",
+                json!(redis_hold.as_ref().map(|d| d.commands)),
+            ),
+            (
+                "redis_commands_per_heartbeat",
+                json!(redis_hold
+                    .as_ref()
+                    .map(|d| d.commands as f64 / hold_heartbeats.max(1) as f64)),
+            ),
+            (
+                "redis_commands_while_holding_by_command",
+                json!(redis_hold.as_ref().map(|d| d.per(1))),
+            ),
         ],
     };
     report.print();
-    report.save(args.out.as_deref())
+    report.save(args.out.as_deref())?;
+    crate::plot::save(
+        args.plot.as_deref(),
+        "idle: time to open a session (hello, welcome, subscribe)",
+        &histogram,
+    )
 }

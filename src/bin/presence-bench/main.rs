@@ -1,14 +1,29 @@
 //! presence-bench: drives real nodes through the public API and prints (and saves) numbers.
 //!
-//! Scenarios: `idle` (many held sessions: establish time, node RSS per session).
-//! (`churn`, `storm` and `bulk` are still to come.)
-//! By default it starts the node itself (the `presence-node` binary next to this one) on a
-//! free loopback port; `--server URL --node-pid PID` targets a running node instead.
+//! Scenarios:
+//! - `idle`: many held sessions: establish time, node RSS per session (and, on Redis, the
+//!   Redis commands heartbeats cost);
+//! - `churn`: sessions watching each other while statuses change: delivery latency, loss,
+//!   node CPU per delivery, Redis commands per change;
+//! - `storm`: sessions dropping at once and reconnecting: time to welcome, errors, flaps;
+//! - `bulk`: `GetPresence` of 1,000 ids at a concurrency: latency and throughput.
+//!
+//! By default it starts the node(s) itself (the `presence-node` binary next to this one) on
+//! free loopback ports, and a `redis-server` for `--nodes k` > 1 or `--redis`;
+//! `--server URL --node-pid PID` (repeated) targets running nodes instead.
+//! Every scenario prints progress and a table, `--out FILE` saves JSON, `--plot FILE.svg`
+//! draws the latency distribution. Many sessions need many file descriptors: run it after
+//! `ulimit -n 20000`.
 #![forbid(unsafe_code)]
 
+mod bulk;
+mod churn;
+mod common;
 mod idle;
 mod node_process;
+mod plot;
 mod report;
+mod storm;
 
 use std::process::ExitCode;
 
@@ -28,6 +43,14 @@ struct Cli {
 enum Scenario {
     /// N sessions held open over C connections, heartbeating: establish time and node RSS.
     Idle(idle::IdleArgs),
+    /// N sessions watching W others each while a driver changes statuses at R/s:
+    /// delivery latency, loss, node CPU per delivery, Redis commands per change.
+    Churn(churn::ChurnArgs),
+    /// N sessions drop at once and reconnect within T s, watched by others: time to
+    /// welcome, errors, OFFLINE/ONLINE flaps.
+    Storm(storm::StormArgs),
+    /// GetPresence of 1,000 ids at a concurrency: latency percentiles and throughput.
+    Bulk(bulk::BulkArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +62,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.scenario {
             Scenario::Idle(args) => idle::run(args).await,
+            Scenario::Churn(args) => churn::run(args).await,
+            Scenario::Storm(args) => storm::run(args).await,
+            Scenario::Bulk(args) => bulk::run(args).await,
         }
     });
     match result {
