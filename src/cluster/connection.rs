@@ -30,7 +30,7 @@ pub enum Backend {
     /// One multiplexed connection shared (cloned) by every request; made on first use and
     /// again after an error.
     Standalone {
-        client: redis::Client,
+        client: Box<redis::Client>,
         shared: std::sync::Mutex<Option<MultiplexedConnection>>,
     },
     Cluster(ClusterConnection),
@@ -112,7 +112,7 @@ impl Endpoint {
     pub async fn backend(&self) -> Result<Backend, StoreError> {
         match &self.target {
             Target::Standalone(url) => Ok(Backend::Standalone {
-                client: self.client(url)?,
+                client: Box::new(self.client(url)?),
                 shared: std::sync::Mutex::new(None),
             }),
             Target::Cluster(seeds) => self
