@@ -227,6 +227,16 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_RESYNC_INTERVAL_MS", default_value_t = DEFAULT_RESYNC_INTERVAL_MS)]
     pub resync_interval_ms: u64,
 
+    /// Rebalancing: a session older than this (minus up to 10% jitter) is sent `Reconnect`,
+    /// so long-lived streams spread over new replicas after a scale-out. Unset: never.
+    #[arg(long, env = "PRESENCE_MAX_SESSION_AGE_MS")]
+    pub max_session_age_ms: Option<u64>,
+
+    /// Load shedding: sessions on this node beyond which new ones are refused with
+    /// RESOURCE_EXHAUSTED and a retry hint. Unset: no cap.
+    #[arg(long, env = "PRESENCE_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -414,6 +424,18 @@ impl Config {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
+        }
+        if self.max_session_age_ms == Some(0) {
+            return Err(bad(
+                "PRESENCE_MAX_SESSION_AGE_MS",
+                "must be greater than 0 (or unset)",
+            ));
+        }
+        if self.max_sessions == Some(0) {
+            return Err(bad(
+                "PRESENCE_MAX_SESSIONS",
+                "must be at least 1 (or unset)",
+            ));
         }
         if self.resync_interval_ms == 0 {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));

@@ -40,6 +40,22 @@ impl PresenceApi {
     }
 }
 
+/// Refusal of a session over the node's cap, with gRPC's standard retry hint
+/// (`grpc-retry-pushback-ms`, jittered) so clients back off and the load balancer can pick
+/// another node.
+fn shed(max: usize) -> Status {
+    let mut status = Status::resource_exhausted(format!(
+        "node at capacity ({max} sessions); retry later or elsewhere"
+    ));
+    let retry_ms = rand::random_range(1_000..=5_000u64);
+    if let Ok(value) = retry_ms.to_string().parse() {
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", value);
+    }
+    status
+}
+
 fn auth_status(e: AuthError) -> Status {
     Status::unauthenticated(e.to_string())
 }
@@ -64,6 +80,11 @@ impl PresenceService for PresenceApi {
             return Err(Status::unavailable(
                 "node draining; reconnect to another node",
             ));
+        }
+        if let Some(max) = self.node.config.max_sessions {
+            if self.node.sessions.len() >= max {
+                return Err(shed(max));
+            }
         }
         let outbox = Outbox::new(identity.user_id.clone(), self.node.config.max_unread_frames);
         let (key, session_id) = self.node.next_session();

@@ -302,3 +302,60 @@ async fn drain_tells_sessions_to_reconnect_and_refuses_new_ones() {
         .expect("drain completes once sessions left")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_session_past_the_max_age_is_asked_to_reconnect_without_a_flap() {
+    let node = TestNode::start(&["--max-session-age-ms", "60000"]).await;
+    let (mut watcher, _) = node.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice", "marker"]).await;
+    let (mut alice, _) = node.session("alice", "ios").await;
+    next_update_of(&mut watcher, "alice").await;
+    // Keep both alive past the age with heartbeats (TTL 30 s).
+    for _ in 0..2 {
+        node.advance(25_000);
+        for s in [&mut alice, &mut watcher] {
+            s.heartbeat().await.unwrap();
+            recv_until(s, "heartbeat ack", |k| {
+                matches!(k, server_frame::Kind::HeartbeatAck(_)).then_some(())
+            })
+            .await;
+        }
+    }
+    node.advance(10_001);
+    let reconnect = recv_until(&mut alice, "reconnect", |k| match k {
+        server_frame::Kind::Reconnect(r) => Some(r.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reconnect.reason.contains("rebalance"), "{reconnect:?}");
+    assert!(reconnect.retry_after_ms <= 1_500);
+    // The device moves: it closes its stream cleanly and opens a new one, which replaces the
+    // old session without any visible change.
+    alice.close();
+    end_of(&mut alice).await.unwrap();
+    let (_alice_again, _) = node.session("alice", "ios").await;
+    let (_marker, _) = node.session("marker", "web").await;
+    let seen = updates_until_marker(&mut watcher, "marker").await;
+    assert!(seen.iter().all(|p| p.user_id != "alice"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn sessions_over_the_node_cap_are_refused_with_a_retry_hint() {
+    let node = TestNode::start(&["--max-sessions", "2"]).await;
+    let _a = node.session("a", "ios").await;
+    let _b = node.session("b", "ios").await;
+    let err = Session::open(node.channel().await, &user_creds("c"), hello("ios"))
+        .await
+        .unwrap_err();
+    let ClientError::Refused(status) = err else {
+        panic!("refused with a status, got {err}")
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    let pushback: u64 = status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a retry hint");
+    assert!((1_000..=5_000).contains(&pushback));
+}

@@ -50,6 +50,8 @@ pub enum Expiry {
     Silent,
     /// The credential (JWT) expired.
     CredentialExpired,
+    /// The session reached the max session age: ask it to reconnect (rebalancing).
+    MaxAge,
 }
 
 /// How a session ended.
@@ -128,6 +130,9 @@ pub struct SessionState {
     subscribe_limiter: DefaultDirectRateLimiter,
     reader: Option<JoinHandle<()>>,
     ended: bool,
+    /// Told to reconnect (drain, rebalance): however the stream then ends, the session
+    /// lingers, so the device's reconnect is invisible.
+    moving: bool,
 }
 
 fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
@@ -158,6 +163,12 @@ impl Actor for SessionActor {
                 outbox: args.outbox.clone(),
                 deadline_ms: deadline.clone(),
                 credential_expires_ms: args.identity.expires_at_ms,
+                rebalance_at_ms: AtomicU64::new(match config.max_session_age_ms {
+                    // Jittered by up to a tenth, so sessions opened together do not all
+                    // reconnect together.
+                    Some(age) => node.now_ms() + age - rand::random_range(0..=age / 10),
+                    None => u64::MAX,
+                }),
             },
         );
         let reader = tokio::spawn(read_frames(args.inbound, myself, deadline, node.clone()));
@@ -171,6 +182,7 @@ impl Actor for SessionActor {
             outbox: args.outbox,
             reader: Some(reader),
             ended: false,
+            moving: false,
             node,
         })
     }
@@ -194,13 +206,16 @@ impl Actor for SessionActor {
             SessionMsg::InboundEnded(Some(status)) => Err(End::Abrupt(status)),
             SessionMsg::Expire(Expiry::Silent) => Err(End::Silent),
             SessionMsg::Expire(Expiry::CredentialExpired) => Err(End::CredentialExpired),
-            SessionMsg::Drain { retry_after_ms } => state
-                .outbox
-                .push(server_frame::Kind::Reconnect(Reconnect {
-                    reason: "node draining".into(),
-                    retry_after_ms,
-                }))
-                .map_err(End::from),
+            // After a scale-out, long-lived streams stay where they are unless asked to move:
+            // the device reconnects (through the load balancer) after a short jittered wait;
+            // its session lingers meanwhile, so watchers see nothing.
+            SessionMsg::Expire(Expiry::MaxAge) => {
+                let retry_after_ms = rand::random_range(0..=state.node.config.offline_grace_ms / 2);
+                state.ask_to_reconnect("rebalance: max session age reached", retry_after_ms)
+            }
+            SessionMsg::Drain { retry_after_ms } => {
+                state.ask_to_reconnect("node draining", retry_after_ms)
+            }
             SessionMsg::Shutdown => Err(End::ShutdownGraceOver),
             #[cfg(test)]
             SessionMsg::Crash => panic!("crash requested by a test"),
@@ -264,6 +279,15 @@ fn error_frame(reference: u64, code: ErrorCode, message: impl Into<String>) -> s
 }
 
 impl SessionState {
+    /// Sends `Reconnect`; from now on the session lingers however it ends.
+    fn ask_to_reconnect(&mut self, reason: &str, retry_after_ms: u64) -> Result<(), End> {
+        self.moving = true;
+        Ok(self.outbox.push(server_frame::Kind::Reconnect(Reconnect {
+            reason: reason.into(),
+            retry_after_ms,
+        }))?)
+    }
+
     /// Handles one frame; `Err` ends the session.
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
         let reference = frame.r#ref;
@@ -527,7 +551,7 @@ impl SessionState {
         self.node.sessions.remove(self.key);
         if self.device.is_some() {
             let now = self.node.now_ms();
-            let linger = end.lingers() || self.node.is_draining();
+            let linger = end.lingers() || self.moving || self.node.is_draining();
             let op = Op::End {
                 user_id: self.user_id.clone(),
                 session_id: self.session_id.clone(),

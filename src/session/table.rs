@@ -22,6 +22,9 @@ pub struct SessionSlot {
     pub deadline_ms: Arc<AtomicU64>,
     /// When the credential stops being valid (jwt `exp` + leeway).
     pub credential_expires_ms: Option<u64>,
+    /// When the session is asked to reconnect to spread load (max session age, jittered);
+    /// `u64::MAX` once asked, or never.
+    pub rebalance_at_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -53,7 +56,8 @@ impl SessionTable {
         self.slots.is_empty()
     }
 
-    /// Sessions whose deadline or credential has passed.
+    /// Sessions whose deadline, credential or age has passed. A session is reported for
+    /// rebalancing once.
     pub fn expired(&self, now_ms: u64) -> Vec<(ActorRef<SessionMsg>, Expiry)> {
         self.slots
             .iter()
@@ -62,6 +66,9 @@ impl SessionTable {
                     Some((slot.actor.clone(), Expiry::CredentialExpired))
                 } else if slot.deadline_ms.load(Ordering::Relaxed) <= now_ms {
                     Some((slot.actor.clone(), Expiry::Silent))
+                } else if slot.rebalance_at_ms.load(Ordering::Relaxed) <= now_ms {
+                    slot.rebalance_at_ms.store(u64::MAX, Ordering::Relaxed);
+                    Some((slot.actor.clone(), Expiry::MaxAge))
                 } else {
                     None
                 }
