@@ -237,6 +237,10 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_MAX_SESSIONS")]
     pub max_sessions: Option<usize>,
 
+    /// Prometheus metrics endpoint (`http://ADDR/metrics`). Unset: no endpoint.
+    #[arg(long, env = "PRESENCE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -17,7 +17,7 @@
 //! - `auth`: identity from call metadata (insecure `x-user-id` or JWT).
 //! - `config`: settings as flags and environment variables, checked at start.
 //! - `client`: the one way the CLI, benchmarks and tests speak the protocol.
-//! - `clock`, `telemetry`: time as a value; logging.
+//! - `clock`, `telemetry`, `metrics`: time as a value; logging; Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -25,6 +25,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod presence;
 pub mod proto;

@@ -78,10 +78,13 @@ impl RegistryState {
             let Some(sessions) = self.watchers.get(&record.user_id) else {
                 continue;
             };
+            let started = std::time::Instant::now();
             let pair = ViewPair::new(record.view(false), record.view(true));
             for outbox in sessions.values() {
                 outbox.offer(&pair);
             }
+            metrics::histogram!(crate::metrics::FANOUT_SECONDS)
+                .record(started.elapsed().as_secs_f64());
         }
     }
 

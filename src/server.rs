@@ -44,6 +44,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -53,6 +55,10 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     let auth = config.authenticator()?;
     if auth.is_insecure() {
         warn!("PRESENCE_AUTH=insecure: callers choose their identity with x-user-id; never expose this node");
+    }
+    if let Some(addr) = config.metrics_addr {
+        crate::metrics::install(addr).map_err(ServerError::Metrics)?;
+        info!(%addr, "metrics at http://{addr}/metrics");
     }
     let node_id = config.resolved_node_id();
     let cluster = match &config.redis_url {

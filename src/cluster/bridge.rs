@@ -114,7 +114,7 @@ async fn connected(
     let mut subscribed = HashSet::new();
     reconcile(store, interest, &mut events, &mut subscribed).await?;
     store.renew_lease().await?;
-    resync(node, store, interest).await?;
+    resync(node, store, interest, "connect").await?;
     store.set_healthy(true);
     *was_up = true;
     info!(
@@ -171,7 +171,7 @@ async fn connected(
                 }
                 if gap {
                     // Events may have been lost while a connection or slot moved.
-                    resync(node, store, interest).await?;
+                    resync(node, store, interest, "gap").await?;
                 }
             }
             _ = interest.changed.notified() => {
@@ -180,7 +180,7 @@ async fn connected(
             _ = lease.tick() => {
                 if store.renew_lease().await? {
                     warn!("this node's lease was gone (swept, or redis lost its data): re-asserting");
-                    resync(node, store, interest).await?;
+                    resync(node, store, interest, "lease_lost").await?;
                 }
                 store.set_healthy(true);
             }
@@ -189,7 +189,7 @@ async fn connected(
                 node.publish(changed);
             }
             _ = periodic.tick() => {
-                resync(node, store, interest).await?;
+                resync(node, store, interest, "periodic").await?;
             }
         }
     }
@@ -253,7 +253,13 @@ async fn reconcile(
 
 /// Re-asserts what this node holds, then re-reads every watched user so watchers get any
 /// version they missed (older ones are dropped by their outboxes).
-async fn resync(node: &Node, store: &RedisStore, interest: &Interest) -> Result<(), StoreError> {
+async fn resync(
+    node: &Node,
+    store: &RedisStore,
+    interest: &Interest,
+    reason: &'static str,
+) -> Result<(), StoreError> {
+    metrics::counter!(crate::metrics::RESYNCS, "reason" => reason).increment(1);
     let changed = store.reassert(node.now_ms()).await?;
     node.publish(changed);
     let watched: Vec<String> = interest.snapshot().into_iter().collect();

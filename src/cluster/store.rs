@@ -74,6 +74,28 @@ const SWEEP_BATCH: usize = 500;
 /// How long a sweep claim holds (another node retries after it).
 const SWEEP_CLAIM_TTL_MS: u64 = 60_000;
 
+/// Records how long a Redis request (or a read-modify-write) took, when dropped.
+struct RequestTimer {
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl RequestTimer {
+    fn new(op: &'static str) -> Self {
+        Self {
+            op,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(crate::metrics::REDIS_SECONDS, "op" => self.op)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// A user this node holds sessions of (or held, with changes not yet written).
 #[derive(Debug)]
 struct HeldUser {
@@ -159,6 +181,7 @@ impl RedisStore {
                 warn!("redis unreachable: serving what this node knows, keeping changes");
             }
             self.health.send_replace(healthy);
+            metrics::gauge!(crate::metrics::REDIS_UP).set(if healthy { 1.0 } else { 0.0 });
         }
     }
 
@@ -181,6 +204,7 @@ impl RedisStore {
     /// A command failed: the shared connection may be broken, so the next request gets a
     /// fresh one.
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
+        metrics::counter!(crate::metrics::REDIS_ERRORS).increment(1);
         self.backend.reset();
         unavailable(e)
     }
@@ -200,6 +224,7 @@ impl RedisStore {
         let user_id = op.user_id();
         let key = self.keys.user(user_id);
         let mut conn = self.conn().await?;
+        let _timer = RequestTimer::new("write");
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let mut read = redis::pipe();
             if matches!(op, Op::Open { .. } | Op::SyncNode { .. }) {
@@ -410,6 +435,7 @@ impl RedisStore {
     /// dead, or Redis lost its data) and must re-assert what it holds.
     pub async fn renew_lease(&self) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
+        let _timer = RequestTimer::new("lease");
         let renewed: Result<i64, _> = self
             .renew
             .key(self.keys.leases())
@@ -474,6 +500,8 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.fail(e))?;
+            metrics::counter!(crate::metrics::DEAD_NODE_SWEEPS).increment(1);
+            metrics::counter!(crate::metrics::SWEPT_USERS).increment(changed.len() as u64);
             info!(dead_node = %node, users = changed.len(), "swept the sessions of a dead node");
         }
         Ok((changed, dead))
@@ -499,6 +527,7 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut conn = self.conn().await?;
+        let _timer = RequestTimer::new("read");
         let read = async {
             if let Conn::Cluster(cluster) = &conn {
                 // Users live in different slots: one request each, all in flight at once

@@ -75,6 +75,20 @@ enum End {
 }
 
 impl End {
+    /// The `reason` label of the sessions-closed metric.
+    fn label(&self) -> &'static str {
+        match self {
+            End::Clean => "clean",
+            End::Silent => "ttl",
+            End::CredentialExpired => "credential_expired",
+            End::Abrupt(_) => "abrupt",
+            End::Refused(_) => "refused",
+            End::SlowConsumer => "slow_consumer",
+            End::ShutdownGraceOver => "shutdown",
+            End::Stopped => "stopped",
+        }
+    }
+
     /// Whether the session keeps counting for the offline grace, so a quick reconnect is
     /// invisible to watchers.
     fn lingers(&self) -> bool {
@@ -291,6 +305,15 @@ impl SessionState {
     /// Handles one frame; `Err` ends the session.
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
         let reference = frame.r#ref;
+        let kind_label = match &frame.kind {
+            Some(client_frame::Kind::Hello(_)) => "hello",
+            Some(client_frame::Kind::Heartbeat(_)) => "heartbeat",
+            Some(client_frame::Kind::SetStatus(_)) => "set_status",
+            Some(client_frame::Kind::Subscribe(_)) => "subscribe",
+            Some(client_frame::Kind::Unsubscribe(_)) => "unsubscribe",
+            None => "empty",
+        };
+        metrics::counter!(crate::metrics::FRAMES_RECEIVED, "kind" => kind_label).increment(1);
         let Some(kind) = frame.kind else {
             return self
                 .refuse(reference, ErrorCode::InvalidArgument, "empty frame")
@@ -393,6 +416,7 @@ impl SessionState {
             }
         }
         self.device = Some(hello.device);
+        metrics::counter!(crate::metrics::SESSIONS_OPENED).increment(1);
         debug!(user = %self.user_id, session = %self.session_id, "session opened");
         let config = &self.node.config;
         self.reply(server_frame::Kind::Welcome(Welcome {
@@ -408,6 +432,7 @@ impl SessionState {
 
     async fn on_set_status(&mut self, reference: u64, set: SetStatus) -> Result<(), End> {
         if self.status_limiter.check().is_err() {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => "set_status").increment(1);
             return self
                 .refuse(
                     reference,
@@ -440,6 +465,7 @@ impl SessionState {
 
     async fn on_subscribe(&mut self, reference: u64, sub: Subscribe) -> Result<(), End> {
         if self.subscribe_limiter.check().is_err() {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => "subscribe").increment(1);
             return self
                 .refuse(
                     reference,
@@ -515,6 +541,7 @@ impl SessionState {
 
     async fn on_unsubscribe(&mut self, reference: u64, unsub: Unsubscribe) -> Result<(), End> {
         if self.subscribe_limiter.check().is_err() {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => "subscribe").increment(1);
             return self
                 .refuse(
                     reference,
@@ -570,6 +597,7 @@ impl SessionState {
                 user_ids: watched,
             });
         }
+        metrics::counter!(crate::metrics::SESSIONS_CLOSED, "reason" => end.label()).increment(1);
         debug!(user = %self.user_id, session = %self.session_id, end = ?end, "session ended");
         self.outbox.close(end.stream_result());
     }

@@ -188,6 +188,7 @@ impl Outbox {
             wake(inner);
             return Err(Overflow::SlowConsumer);
         }
+        metrics::histogram!(crate::metrics::OUTBOX_DEPTH).record(inner.control.len() as f64);
         inner.control.push_back(ServerFrame { kind: Some(frame) });
         wake(inner);
         Ok(())
@@ -320,6 +321,7 @@ impl Outbox {
             return;
         };
         if view.version <= watch.seen_version {
+            metrics::counter!(crate::metrics::UPDATES_DROPPED, "reason" => "stale").increment(1);
             return;
         }
         watch.seen_version = view.version;
@@ -329,6 +331,8 @@ impl Outbox {
         }
         let replaced = if hash == watch.sent_hash {
             // Back to what the device already shows: nothing to say.
+            metrics::counter!(crate::metrics::UPDATES_DROPPED, "reason" => "unchanged")
+                .increment(1);
             watch.pending.take().is_some()
         } else {
             watch
@@ -338,6 +342,7 @@ impl Outbox {
         };
         if replaced {
             inner.coalesced += 1;
+            metrics::counter!(crate::metrics::UPDATES_COALESCED).increment(1);
         }
         if watch.pending.is_some() && !watch.queued {
             watch.queued = true;
@@ -370,6 +375,7 @@ impl Outbox {
             }
         }
         if !presences.is_empty() {
+            metrics::counter!(crate::metrics::UPDATES_DELIVERED).increment(presences.len() as u64);
             return Poll::Ready(Some(Ok(ServerFrame {
                 kind: Some(server_frame::Kind::Update(PresenceUpdate { presences })),
             })));

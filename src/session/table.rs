@@ -30,18 +30,40 @@ pub struct SessionSlot {
 #[derive(Default)]
 pub struct SessionTable {
     slots: DashMap<SessionKey, SessionSlot>,
+    /// user id -> how many of the node's sessions are that user's (for `users online`).
+    users: DashMap<String, u32>,
     /// Signalled when the table becomes empty (drain waits on it).
     emptied: Notify,
 }
 
 impl SessionTable {
     pub fn insert(&self, key: SessionKey, slot: SessionSlot) {
+        let mut count = self.users.entry(slot.user_id.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            metrics::gauge!(crate::metrics::USERS_ONLINE).increment(1.0);
+        }
+        drop(count);
         self.slots.insert(key, slot);
+        metrics::gauge!(crate::metrics::SESSIONS).increment(1.0);
     }
 
     /// Removes a session; the one caller that gets `Some` does the cleanup.
     pub fn remove(&self, key: SessionKey) -> Option<SessionSlot> {
         let slot = self.slots.remove(&key).map(|(_, slot)| slot);
+        if let Some(slot) = &slot {
+            metrics::gauge!(crate::metrics::SESSIONS).decrement(1.0);
+            let gone = self
+                .users
+                .remove_if_mut(&slot.user_id, |_, count| {
+                    *count -= 1;
+                    *count == 0
+                })
+                .is_some();
+            if gone {
+                metrics::gauge!(crate::metrics::USERS_ONLINE).decrement(1.0);
+            }
+        }
         if self.slots.is_empty() {
             self.emptied.notify_waiters();
         }
@@ -50,6 +72,11 @@ impl SessionTable {
 
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Distinct users with a session here.
+    pub fn users(&self) -> usize {
+        self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,0 +1,112 @@
+//! Prometheus metrics: names in one place, the exporter (`PRESENCE_METRICS_ADDR`, scraped at
+//! `/metrics`), and process metrics (CPU, memory, file descriptors). Recording uses the
+//! `metrics` crate's macros at the call sites; with no exporter installed they cost almost
+//! nothing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Live sessions on this node (gauge).
+pub const SESSIONS: &str = "presence_sessions";
+/// Distinct users with a session on this node (gauge).
+pub const USERS_ONLINE: &str = "presence_users_online";
+/// Sessions that said hello (counter).
+pub const SESSIONS_OPENED: &str = "presence_sessions_opened_total";
+/// Sessions ended, by `reason` (counter).
+pub const SESSIONS_CLOSED: &str = "presence_sessions_closed_total";
+/// Client frames received, by `kind` (counter).
+pub const FRAMES_RECEIVED: &str = "presence_frames_received_total";
+/// Frames refused by the rate limits, by `frame` (counter).
+pub const RATE_LIMITED: &str = "presence_rate_limited_total";
+/// Presence entries sent in updates (counter).
+pub const UPDATES_DELIVERED: &str = "presence_updates_delivered_total";
+/// Pending updates replaced by a newer one before sending (counter).
+pub const UPDATES_COALESCED: &str = "presence_updates_coalesced_total";
+/// Updates not sent, by `reason`: `stale` (older than what the watcher has), `unchanged`
+/// (nothing the watcher can see changed) (counter).
+pub const UPDATES_DROPPED: &str = "presence_updates_dropped_total";
+/// Time to hand one change to all local watchers (histogram, seconds).
+pub const FANOUT_SECONDS: &str = "presence_fanout_seconds";
+/// Replies waiting in a session's outbound queue when one more is queued (histogram).
+pub const OUTBOX_DEPTH: &str = "presence_outbox_depth";
+/// Redis requests by `op` (histogram, seconds).
+pub const REDIS_SECONDS: &str = "presence_redis_request_seconds";
+/// Failed Redis requests by `op` (counter).
+pub const REDIS_ERRORS: &str = "presence_redis_errors_total";
+/// 1 while Redis is reachable (gauge; cluster mode).
+pub const REDIS_UP: &str = "presence_redis_up";
+/// Resyncs with Redis by `reason` (counter).
+pub const RESYNCS: &str = "presence_resyncs_total";
+/// Dead nodes swept by this node (counter).
+pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
+/// Users whose sessions were removed by dead-node sweeps (counter).
+pub const SWEPT_USERS: &str = "presence_swept_users_total";
+
+/// Starts the exporter on `addr` and the process-metrics collector. Call once per process,
+/// inside the runtime.
+pub fn install(addr: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(OUTBOX_DEPTH.into()),
+                &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            )
+        })
+        .and_then(|b| b.install())
+        .map_err(|e| format!("cannot start the metrics endpoint on {addr}: {e}"))?;
+    describe();
+    let collector = metrics_process::Collector::default();
+    collector.describe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            collector.collect();
+        }
+    });
+    Ok(())
+}
+
+fn describe() {
+    describe_gauge!(SESSIONS, "Live sessions on this node");
+    describe_gauge!(USERS_ONLINE, "Distinct users with a session on this node");
+    describe_counter!(SESSIONS_OPENED, "Sessions that said hello");
+    describe_counter!(SESSIONS_CLOSED, "Sessions ended, by reason");
+    describe_counter!(FRAMES_RECEIVED, "Client frames received, by kind");
+    describe_counter!(
+        RATE_LIMITED,
+        "Frames refused by the per-session rate limits"
+    );
+    describe_counter!(UPDATES_DELIVERED, "Presence entries sent to watchers");
+    describe_counter!(UPDATES_COALESCED, "Pending updates replaced by a newer one");
+    describe_counter!(
+        UPDATES_DROPPED,
+        "Updates not sent (stale, or nothing visible changed)"
+    );
+    describe_histogram!(
+        FANOUT_SECONDS,
+        Unit::Seconds,
+        "Time to hand one change to all local watchers"
+    );
+    describe_histogram!(OUTBOX_DEPTH, "Replies queued in a session's outbound queue");
+    describe_histogram!(REDIS_SECONDS, Unit::Seconds, "Redis requests, by op");
+    describe_counter!(REDIS_ERRORS, "Failed Redis requests, by op");
+    describe_gauge!(REDIS_UP, "1 while Redis is reachable");
+    describe_counter!(RESYNCS, "Resyncs with Redis, by reason");
+    describe_counter!(DEAD_NODE_SWEEPS, "Dead nodes swept by this node");
+    describe_counter!(
+        SWEPT_USERS,
+        "Users whose sessions were removed by dead-node sweeps"
+    );
+}
