@@ -3,9 +3,14 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/presence/v1/presence.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], ["proto"])?;
+    let protos = [
+        "proto/presence/v1/presence.proto",
+        "proto/presence/v1/admin.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("presence_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure().compile_fds(fds)?;

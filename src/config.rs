@@ -241,6 +241,15 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Address of the admin API (`presence.v1.PresenceAdminService`). Unset: not served.
+    #[arg(long, env = "PRESENCE_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+
+    /// Bearer token every admin call must carry. Unset: the admin API is open to whoever
+    /// reaches its address (logged loudly).
+    #[arg(long, env = "PRESENCE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -12,6 +12,7 @@
 //! - `registry`: the actor that knows which local sessions watch which users; fans out.
 //! - `sweeper`: one task finding silent sessions and ended grace periods.
 //! - `service`: the gRPC edge (identity, admission, errors to `tonic::Status`).
+//! - `admin`: the admin API (sessions, disconnect, stats, change stream), own address.
 //! - `server`: start, serve, drain on shutdown.
 //! - `node`: what all of the above share.
 //! - `auth`: identity from call metadata (insecure `x-user-id` or JWT).
@@ -20,6 +21,7 @@
 //! - `clock`, `telemetry`, `metrics`: time as a value; logging; Prometheus metrics.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod clock;

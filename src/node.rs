@@ -25,6 +25,8 @@ pub struct Node {
     pub registry: ActorRef<RegistryMsg>,
     pub supervisor: ActorRef<SupervisorMsg>,
     pub sessions: SessionTable,
+    /// Cluster mode: the Redis store's cluster-wide operations (admin stats, forwarding).
+    pub cluster: Option<Arc<crate::cluster::RedisStore>>,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -53,6 +55,7 @@ impl Node {
             registry,
             supervisor,
             sessions: SessionTable::default(),
+            cluster: None,
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -90,6 +93,35 @@ impl Node {
     /// When the last lingering session this node holds in the store ends its grace.
     pub fn store_linger_deadline(&self) -> Option<u64> {
         self.store.last_linger_deadline()
+    }
+
+    /// Ends or moves local sessions of `user_id` (only `session_id` when given). Returns how
+    /// many were told.
+    pub fn disconnect_local(
+        &self,
+        user_id: &str,
+        session_id: Option<&str>,
+        reason: &str,
+        reconnect: bool,
+    ) -> usize {
+        let actors = self.sessions.actors_of(user_id, session_id);
+        for actor in &actors {
+            let _ = actor.cast(crate::session::SessionMsg::Disconnect {
+                reason: reason.to_owned(),
+                reconnect,
+            });
+        }
+        actors.len()
+    }
+
+    /// An admin command from another node (cluster mode): `disconnect <TAB> reconnect|end
+    /// <TAB> user <TAB> session (or empty) <TAB> reason`.
+    pub fn handle_control(&self, command: &str) {
+        let parts: Vec<&str> = command.splitn(5, '\t').collect();
+        if let ["disconnect", mode, user, session, reason] = parts.as_slice() {
+            let session = (!session.is_empty()).then_some(*session);
+            self.disconnect_local(user, session, reason, *mode == "reconnect");
+        }
     }
 
     /// Hands changed records to the registry for fan-out.

@@ -4,7 +4,7 @@
 //! (public and owner) once per change. The first local watcher of a user and the last one
 //! leaving are the interest changes that cluster mode turns into channel (un)subscriptions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -34,6 +34,21 @@ pub enum RegistryMsg {
     Publish(Vec<UserRecord>),
     /// Number of (user, watching session) pairs; for tests and stats.
     Count(RpcReplyPort<(usize, usize)>),
+    /// Adds a backend's change stream (`WatchChanges`); replies once registered.
+    WatchChanges(ChangeWatcher, RpcReplyPort<()>),
+    /// Removes a change stream.
+    UnwatchChanges(u64),
+}
+
+/// A backend's stream of every change (admin `WatchChanges`). Unlike a session it gets every
+/// change, not the latest: its queue is bounded and a stream that falls that far behind is
+/// ended (`overflowed`) rather than buffered without bound.
+pub struct ChangeWatcher {
+    pub id: u64,
+    /// Only these users; `None`: everyone.
+    pub users: Option<HashSet<String>>,
+    pub tx: tokio::sync::mpsc::Sender<crate::proto::Presence>,
+    pub overflowed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Registry;
@@ -44,6 +59,8 @@ pub struct RegistryState {
     watchers: HashMap<String, HashMap<SessionKey, Arc<Outbox>>>,
     /// Cluster mode: where first-watcher / last-watcher changes go (channel subscriptions).
     interest: Option<Arc<Interest>>,
+    /// Backends' change streams.
+    change_watchers: Vec<ChangeWatcher>,
 }
 
 impl RegistryState {
@@ -65,15 +82,86 @@ impl RegistryState {
                 sessions.remove(&session);
                 if sessions.is_empty() {
                     self.watchers.remove(user);
-                    if let Some(interest) = &self.interest {
-                        interest.remove(user);
-                    }
+                    self.drop_interest_if_unused(user);
                 }
             }
         }
     }
 
-    fn publish(&self, records: Vec<UserRecord>) {
+    /// Whether a local session or a change stream still needs events of `user`.
+    fn interested(&self, user: &str) -> bool {
+        self.watchers.contains_key(user)
+            || self
+                .change_watchers
+                .iter()
+                .any(|w| w.users.as_ref().is_some_and(|users| users.contains(user)))
+    }
+
+    fn drop_interest_if_unused(&self, user: &str) {
+        if let (Some(interest), false) = (&self.interest, self.interested(user)) {
+            interest.remove(user);
+        }
+    }
+
+    fn watch_changes(&mut self, watcher: ChangeWatcher) {
+        if let Some(interest) = &self.interest {
+            match &watcher.users {
+                Some(users) => users.iter().for_each(|u| interest.add(u)),
+                None => interest.add_everyone(),
+            }
+        }
+        self.change_watchers.push(watcher);
+    }
+
+    fn unwatch_changes(&mut self, id: u64) {
+        let Some(pos) = self.change_watchers.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let watcher = self.change_watchers.swap_remove(pos);
+        match &watcher.users {
+            Some(users) => users.iter().for_each(|u| self.drop_interest_if_unused(u)),
+            None => {
+                if let Some(interest) = &self.interest {
+                    interest.remove_everyone();
+                }
+            }
+        }
+    }
+
+    /// Hands a change to the change streams that want it; a stream whose queue is full is
+    /// ended.
+    fn publish_to_change_watchers(&mut self, record: &UserRecord) {
+        if self.change_watchers.is_empty() {
+            return;
+        }
+        let view = record.view(false);
+        let mut ended = Vec::new();
+        for w in &self.change_watchers {
+            if w.users
+                .as_ref()
+                .is_some_and(|u| !u.contains(&record.user_id))
+            {
+                continue;
+            }
+            match w.tx.try_send(view.clone()) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    w.overflowed
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    ended.push(w.id);
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => ended.push(w.id),
+            }
+        }
+        for id in ended {
+            self.unwatch_changes(id);
+        }
+    }
+
+    fn publish(&mut self, records: Vec<UserRecord>) {
+        for record in &records {
+            self.publish_to_change_watchers(record);
+        }
         for record in records {
             let Some(sessions) = self.watchers.get(&record.user_id) else {
                 continue;
@@ -133,6 +221,11 @@ impl Actor for Registry {
             RegistryMsg::Count(reply) => {
                 let _ = reply.send(state.count());
             }
+            RegistryMsg::WatchChanges(watcher, reply) => {
+                state.watch_changes(watcher);
+                let _ = reply.send(());
+            }
+            RegistryMsg::UnwatchChanges(id) => state.unwatch_changes(id),
         }
         Ok(())
     }

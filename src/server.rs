@@ -46,6 +46,8 @@ pub enum ServerError {
     Redis(String),
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("admin API: {0}")]
+    Admin(String),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -89,7 +91,7 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
         .map_err(|e| ServerError::Actor(e.to_string()))?;
     let timings =
         BridgeTimings::from_lease_ttl(config.node_lease_ttl_ms, config.resync_interval_ms);
-    let node = Arc::new(Node::new(
+    let mut node = Node::new(
         config,
         node_id,
         clock,
@@ -97,7 +99,9 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
         auth,
         registry,
         supervisor.clone(),
-    ));
+    );
+    node.cluster = cluster.as_ref().map(|(store, _)| store.clone());
+    let node = Arc::new(node);
     supervisor
         .cast(SupervisorMsg::Attach(Arc::downgrade(&node)))
         .map_err(|e| ServerError::Actor(e.to_string()))?;
@@ -134,6 +138,7 @@ pub async fn serve(
 
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_admin, stop_rx_admin) = tokio::sync::oneshot::channel::<()>();
     // The builder's TCP settings only apply to listeners tonic binds itself; this one is
     // given, so set them here. Without TCP_NODELAY a reply frame written right after the
     // response headers waits for the peer's delayed ACK (~40 ms).
@@ -154,6 +159,10 @@ pub async fn serve(
             }),
     );
     let sweeper = tokio::spawn(sweeper::run(node.clone()));
+    let admin = match config.admin_addr {
+        Some(addr) => Some(serve_admin(node.clone(), addr, stop_rx_admin).await?),
+        None => None,
+    };
     let health_follower = node
         .store
         .health_changes()
@@ -209,12 +218,17 @@ pub async fn serve(
         let _ = tokio::time::timeout_at(deadline - margin / 2, node.sessions.wait_empty()).await;
     }
     let _ = stop_tx.send(());
+    let _ = stop_admin.send(());
     if tokio::time::timeout_at(deadline, &mut transport)
         .await
         .is_err()
     {
         warn!("connections still open at the end of the shutdown grace; closing them");
         transport.abort();
+    }
+    if let Some(admin) = admin {
+        // Change streams never end by themselves: do not wait for them.
+        admin.abort();
     }
     sweeper.abort();
     if let Some(follower) = health_follower {
@@ -236,6 +250,37 @@ pub async fn serve(
     node.registry.stop(None);
     info!("presence node stopped");
     Ok(())
+}
+
+/// Serves the admin API on its own address until `stop`.
+async fn serve_admin(
+    node: Arc<Node>,
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let token = node.config.admin_token.clone();
+    if token.is_none() {
+        warn!(%addr, "PRESENCE_ADMIN_TOKEN is not set: the admin API is open to anyone who reaches {addr}");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Admin(format!("cannot listen on {addr}: {e}")))?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = crate::proto::presence_admin_service_server::PresenceAdminServiceServer::new(
+        crate::admin::AdminApi::new(node, token),
+    );
+    info!(%addr, "admin API serving");
+    Ok(tokio::spawn(async move {
+        let served = Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop.await;
+            })
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "admin API stopped");
+        }
+    }))
 }
 
 /// Keeps the health service in step with the store (cluster mode: Redis reachable).

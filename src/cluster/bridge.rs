@@ -34,6 +34,8 @@ const EVENT_BATCH: usize = 256;
 #[derive(Default)]
 pub struct Interest {
     desired: Mutex<HashSet<String>>,
+    /// Change streams that want every user (admin `WatchChanges` without ids).
+    everyone: std::sync::atomic::AtomicUsize,
     changed: Notify,
 }
 
@@ -46,6 +48,22 @@ impl Interest {
     pub fn remove(&self, user_id: &str) {
         self.desired.lock().unwrap().remove(user_id);
         self.changed.notify_one();
+    }
+
+    pub fn add_everyone(&self) {
+        self.everyone
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    pub fn remove_everyone(&self) {
+        self.everyone
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    fn wants_everyone(&self) -> bool {
+        self.everyone.load(std::sync::atomic::Ordering::SeqCst) > 0
     }
 
     fn snapshot(&self) -> HashSet<String> {
@@ -111,14 +129,19 @@ async fn connected(
     // The event connection was lost (or never made): the command connection most likely
     // broke with it (a Redis restart); start afresh instead of failing once on it.
     store.reset_connection();
-    let mut subscribed = HashSet::new();
+    let mut subscribed = Subscribed::default();
     reconcile(store, interest, &mut events, &mut subscribed).await?;
-    store.renew_lease().await?;
+    events
+        .subscribe(&[store.keys().node_control(&node.node_id)])
+        .await?;
+    store
+        .renew_lease(node.sessions.len(), node.sessions.users())
+        .await?;
     resync(node, store, interest, "connect").await?;
     store.set_healthy(true);
     *was_up = true;
     info!(
-        channels = subscribed.len(),
+        channels = subscribed.users.len(),
         "redis bridge connected and resynced"
     );
 
@@ -161,7 +184,7 @@ async fn connected(
                         store
                             .keys()
                             .user_of_channel(channel)
-                            .is_some_and(|user| subscribed.contains(user))
+                            .is_some_and(|user| subscribed.users.contains(user))
                     })
                     .collect();
                 if !lost.is_empty() {
@@ -178,7 +201,10 @@ async fn connected(
                 reconcile(store, interest, &mut events, &mut subscribed).await?;
             }
             _ = lease.tick() => {
-                if store.renew_lease().await? {
+                if store
+                    .renew_lease(node.sessions.len(), node.sessions.users())
+                    .await?
+                {
                     warn!("this node's lease was gone (swept, or redis lost its data): re-asserting");
                     resync(node, store, interest, "lease_lost").await?;
                 }
@@ -205,6 +231,11 @@ fn handle_event(
     batch: &mut Vec<crate::presence::UserRecord>,
 ) {
     let Some(user_id) = store.keys().user_of_channel(channel) else {
+        if channel == store.keys().node_control(&node.node_id) {
+            if let Ok(command) = std::str::from_utf8(payload) {
+                node.handle_control(command);
+            }
+        }
         return;
     };
     let Ok(payload) = std::str::from_utf8(payload) else {
@@ -226,13 +257,32 @@ fn handle_event(
     }
 }
 
+/// What the event connection is subscribed to.
+#[derive(Default)]
+struct Subscribed {
+    users: HashSet<String>,
+    /// The pattern of every user channel (a change stream of everyone).
+    everyone: bool,
+}
+
 /// Subscribes to newly watched users and unsubscribes from users nobody watches any more.
 async fn reconcile(
     store: &RedisStore,
     interest: &Interest,
     events: &mut Subscriber,
-    subscribed: &mut HashSet<String>,
+    subscribed: &mut Subscribed,
 ) -> Result<(), StoreError> {
+    let everyone = interest.wants_everyone();
+    if everyone != subscribed.everyone {
+        let pattern = store.keys().all_user_channels();
+        if everyone {
+            events.psubscribe(&pattern).await?;
+        } else {
+            events.punsubscribe(&pattern).await?;
+        }
+        subscribed.everyone = everyone;
+    }
+    let subscribed = &mut subscribed.users;
     let desired = interest.snapshot();
     let to_add: Vec<String> = desired.difference(subscribed).cloned().collect();
     let to_remove: Vec<String> = subscribed.difference(&desired).cloned().collect();

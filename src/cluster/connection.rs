@@ -278,6 +278,26 @@ impl Subscriber {
         }
     }
 
+    /// Subscribes to a channel pattern (one Redis only: Redis Cluster has no sharded
+    /// pattern subscription).
+    pub async fn psubscribe(&mut self, pattern: &str) -> Result<(), StoreError> {
+        match self {
+            Subscriber::Standalone(sink, _) => sink.psubscribe(pattern).await.map_err(unavailable),
+            Subscriber::Cluster(..) => Err(StoreError::Unavailable(
+                "pattern subscriptions are not available on Redis Cluster".into(),
+            )),
+        }
+    }
+
+    pub async fn punsubscribe(&mut self, pattern: &str) -> Result<(), StoreError> {
+        match self {
+            Subscriber::Standalone(sink, _) => {
+                sink.punsubscribe(pattern).await.map_err(unavailable)
+            }
+            Subscriber::Cluster(..) => Ok(()),
+        }
+    }
+
     /// The next event; `None` when the connection is gone for good.
     pub async fn next(&mut self) -> Option<Event> {
         use futures::StreamExt;

@@ -8,6 +8,8 @@
 //! | `{<p>:nodes}:leases` | zset | node id -> lease expiry (unix ms, Redis clock) |
 //! | `{<p>:nodes}:idx:<node>` | set | users that have (or had) sessions on the node |
 //! | `{<p>:nodes}:sweep:<node>` | string | who sweeps a dead node (claim, with expiry) |
+//! | `{<p>:nodes}:stats` | hash | node id -> "sessions users" (with each lease renewal) |
+//! | `{<p>:nodes}:ctl:<node>` | channel | admin commands for a node (disconnect) |
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -43,6 +45,21 @@ impl Keys {
 
     pub fn node_index(&self, node_id: &str) -> String {
         format!("{{{}:nodes}}:idx:{node_id}", self.prefix)
+    }
+
+    /// node id -> "sessions users", written with each lease renewal (admin `Stats`).
+    pub fn node_stats(&self) -> String {
+        format!("{{{}:nodes}}:stats", self.prefix)
+    }
+
+    /// Commands for one node (admin `Disconnect` of a session held elsewhere).
+    pub fn node_control(&self, node_id: &str) -> String {
+        format!("{{{}:nodes}}:ctl:{node_id}", self.prefix)
+    }
+
+    /// Every user channel (pattern; one Redis only: admin `WatchChanges` of everyone).
+    pub fn all_user_channels(&self) -> String {
+        format!("{}:{{u:*}}:ch", self.prefix)
     }
 
     pub fn sweep_claim(&self, node_id: &str) -> String {

@@ -41,12 +41,14 @@ redis.call(ARGV[7], ARGV[3], ARGV[4] .. vs .. '\n' .. ARGV[2])
 return {1, v}
 "#;
 
-/// Renews this node's lease. KEYS[1] the lease zset. ARGV: node id, lease TTL ms.
-/// Returns 1 when the node was not registered (first start, swept as dead, or Redis lost
-/// its data): the caller must re-assert what it holds.
+/// Renews this node's lease and records its stats. KEYS[1] the lease zset, KEYS[2] the
+/// stats hash. ARGV: node id, lease TTL ms, stats. Returns 1 when the node was not
+/// registered (first start, swept as dead, or Redis lost its data): the caller must
+/// re-assert what it holds.
 const RENEW_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 "#;
 
@@ -433,14 +435,16 @@ impl RedisStore {
 
     /// Renews this node's lease. Returns true when the node had been forgotten (swept as
     /// dead, or Redis lost its data) and must re-assert what it holds.
-    pub async fn renew_lease(&self) -> Result<bool, StoreError> {
+    pub async fn renew_lease(&self, sessions: usize, users: usize) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
         let _timer = RequestTimer::new("lease");
         let renewed: Result<i64, _> = self
             .renew
             .key(self.keys.leases())
+            .key(self.keys.node_stats())
             .arg(&self.node_id)
             .arg(self.lease_ttl_ms)
+            .arg(format!("{sessions} {users}"))
             .invoke_async(&mut conn)
             .await;
         match renewed {
@@ -450,6 +454,49 @@ impl RedisStore {
                 Err(unavailable(e))
             }
         }
+    }
+
+    /// Live nodes (lease not expired) with their last reported stats: (node, lease expiry
+    /// ms, sessions, users).
+    pub async fn node_stats(&self) -> Result<Vec<(String, u64, u64, u64)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let (leases, stats, now): (Vec<(String, f64)>, HashMap<String, String>, (u64, u64)) =
+            redis::pipe()
+                .cmd("ZRANGE")
+                .arg(self.keys.leases())
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .hgetall(self.keys.node_stats())
+                .cmd("TIME")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+        let now_ms = now.0 * 1000 + now.1 / 1000;
+        Ok(leases
+            .into_iter()
+            .filter(|(_, expiry)| *expiry as u64 > now_ms)
+            .map(|(node, expiry)| {
+                let (sessions, users) = stats
+                    .get(&node)
+                    .and_then(|s| s.split_once(' '))
+                    .map(|(a, b)| (a.parse().unwrap_or(0), b.parse().unwrap_or(0)))
+                    .unwrap_or((0, 0));
+                (node, expiry as u64, sessions, users)
+            })
+            .collect())
+    }
+
+    /// Sends an admin command to another node.
+    pub async fn send_control(&self, node_id: &str, command: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd(self.target.publish_command())
+            .arg(self.keys.node_control(node_id))
+            .arg(command)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
     }
 
     /// Removes the sessions of nodes whose lease expired (each dead node is claimed by one
@@ -494,6 +541,8 @@ impl RedisStore {
                 .del(&index)
                 .ignore()
                 .zrem(self.keys.leases(), node)
+                .ignore()
+                .hdel(self.keys.node_stats(), node)
                 .ignore()
                 .del(self.keys.sweep_claim(node))
                 .ignore()
@@ -645,6 +694,8 @@ impl Store for RedisStore {
         if let Ok(mut conn) = self.conn().await {
             let _: Result<(), _> = redis::pipe()
                 .zrem(self.keys.leases(), &self.node_id)
+                .ignore()
+                .hdel(self.keys.node_stats(), &self.node_id)
                 .ignore()
                 .del(self.keys.node_index(&self.node_id))
                 .ignore()

@@ -39,6 +39,8 @@ pub enum SessionMsg {
     Drain { retry_after_ms: u64 },
     /// The shutdown grace is over: end now with UNAVAILABLE.
     Shutdown,
+    /// An operator ends the session (`reconnect`: the device is asked to reconnect).
+    Disconnect { reason: String, reconnect: bool },
     /// Makes the actor panic, to test supervision.
     #[cfg(test)]
     Crash,
@@ -72,6 +74,8 @@ enum End {
     ShutdownGraceOver,
     /// The actor stopped without saying why (crash, node stop).
     Stopped,
+    /// An operator ended it (admin `Disconnect`).
+    Kicked(String),
 }
 
 impl End {
@@ -86,6 +90,7 @@ impl End {
             End::SlowConsumer => "slow_consumer",
             End::ShutdownGraceOver => "shutdown",
             End::Stopped => "stopped",
+            End::Kicked(_) => "admin",
         }
     }
 
@@ -111,6 +116,9 @@ impl End {
             )),
             End::ShutdownGraceOver => Err(tonic::Status::unavailable("node shutting down")),
             End::Stopped => Err(tonic::Status::unavailable("session stopped")),
+            End::Kicked(reason) => Err(tonic::Status::aborted(format!(
+                "disconnected by an operator: {reason}"
+            ))),
         }
     }
 }
@@ -231,6 +239,15 @@ impl Actor for SessionActor {
                 state.ask_to_reconnect("node draining", retry_after_ms)
             }
             SessionMsg::Shutdown => Err(End::ShutdownGraceOver),
+            SessionMsg::Disconnect { reason, reconnect } => {
+                if reconnect {
+                    let retry_after_ms =
+                        rand::random_range(0..=state.node.config.offline_grace_ms / 2);
+                    state.ask_to_reconnect(&reason, retry_after_ms)
+                } else {
+                    Err(End::Kicked(reason))
+                }
+            }
             #[cfg(test)]
             SessionMsg::Crash => panic!("crash requested by a test"),
         };
@@ -578,7 +595,9 @@ impl SessionState {
         self.node.sessions.remove(self.key);
         if self.device.is_some() {
             let now = self.node.now_ms();
-            let linger = end.lingers() || self.moving || self.node.is_draining();
+            // An operator's END means gone now, even for a session told to move.
+            let kicked = matches!(end, End::Kicked(_));
+            let linger = !kicked && (end.lingers() || self.moving || self.node.is_draining());
             let op = Op::End {
                 user_id: self.user_id.clone(),
                 session_id: self.session_id.clone(),

@@ -111,6 +111,25 @@ impl SessionTable {
             .map(|slot| *slot.key())
     }
 
+    /// The actors of a user's sessions here (only `session_id` when given).
+    pub fn actors_of(&self, user_id: &str, session_id: Option<&str>) -> Vec<ActorRef<SessionMsg>> {
+        self.slots
+            .iter()
+            .filter(|slot| {
+                slot.user_id == user_id && session_id.is_none_or(|id| slot.session_id == id)
+            })
+            .map(|slot| slot.actor.clone())
+            .collect()
+    }
+
+    /// (user, session id) of every session here.
+    pub fn list(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .map(|slot| (slot.user_id.clone(), slot.session_id.clone()))
+            .collect()
+    }
+
     /// Every session's actor (for drain).
     pub fn actors(&self) -> Vec<ActorRef<SessionMsg>> {
         self.slots.iter().map(|slot| slot.actor.clone()).collect()

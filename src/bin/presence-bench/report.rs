@@ -98,11 +98,7 @@ impl Report {
             ),
         ]
         .into_iter()
-        .chain(
-            self.extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        .chain(self.extra.iter().map(|(k, v)| (k.to_string(), readable(v))))
         .collect();
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
@@ -118,5 +114,23 @@ impl Report {
             println!("saved {}", path.display());
         }
         Ok(())
+    }
+}
+
+/// A JSON value for the table: floats with at most 4 decimals, strings unquoted.
+fn readable(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let text = format!("{:.4}", n.as_f64().unwrap_or(0.0));
+            let text = text.trim_end_matches('0').trim_end_matches('.');
+            if text.is_empty() || text == "-" {
+                "0".into()
+            } else {
+                text.to_string()
+            }
+        }
+        Value::String(s) => s.clone(),
+        Value::Null => "n/a".into(),
+        other => other.to_string(),
     }
 }

@@ -13,7 +13,7 @@
 //! started here; for a --server, give the grace it runs with).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ struct Shared {
     new_channels: Vec<OnceCell<Channel>>,
     new_urls: Vec<String>,
     window: Duration,
+    /// Set just before the connections are killed: streams ending now are the drop.
+    cutting: AtomicBool,
     first_error: Mutex<Option<String>>,
 }
 
@@ -133,10 +135,12 @@ async fn storm_session(i: usize, channel: Channel, gate: Arc<Semaphore>, shared:
                 next += interval;
             }
             frame = session.recv() => {
-                if !matches!(frame, Ok(Some(_))) && cut.borrow().is_none() {
-                    shared.counters.lost.fetch_add(1, Ordering::Relaxed);
-                    note_error(&shared, format!("s{i} ended before the drop: {frame:?}"));
-                    // Wait for the drop anyway (the stream is gone either way).
+                if !matches!(frame, Ok(Some(_))) {
+                    if !shared.cutting.load(Ordering::SeqCst) {
+                        shared.counters.lost.fetch_add(1, Ordering::Relaxed);
+                        note_error(&shared, format!("s{i} ended before the drop: {frame:?}"));
+                    }
+                    // Wait for the drop (the stream is gone either way).
                     let _ = cut.wait_for(Option::is_some).await;
                 }
             }
@@ -338,6 +342,7 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
             .map(|c| urls[c % urls.len()].clone())
             .collect(),
         window: Duration::from_secs_f64(args.reconnect_window_s.max(0.0)),
+        cutting: AtomicBool::new(false),
         first_error: Mutex::new(None),
     });
 
@@ -402,6 +407,7 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
 
     // Phase 2: the drop.
     let cpu_before = deployment.cpu_seconds();
+    shared.cutting.store(true, Ordering::SeqCst);
     let dropped_at = Instant::now();
     for proxy in &proxies {
         proxy.cut().await;
