@@ -460,18 +460,18 @@ impl RedisStore {
     /// ms, sessions, users).
     pub async fn node_stats(&self) -> Result<Vec<(String, u64, u64, u64)>, StoreError> {
         let mut conn = self.conn().await?;
-        let (leases, stats, now): (Vec<(String, f64)>, HashMap<String, String>, (u64, u64)) =
-            redis::pipe()
-                .cmd("ZRANGE")
-                .arg(self.keys.leases())
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .hgetall(self.keys.node_stats())
-                .cmd("TIME")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.fail(e))?;
+        type Reply = (Vec<(String, f64)>, HashMap<String, String>, (u64, u64));
+        let (leases, stats, now): Reply = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(self.keys.leases())
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .hgetall(self.keys.node_stats())
+            .cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
         let now_ms = now.0 * 1000 + now.1 / 1000;
         Ok(leases
             .into_iter()

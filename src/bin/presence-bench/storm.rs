@@ -74,6 +74,9 @@ struct Counters {
     /// Microseconds after the drop of the last welcome.
     last_welcome_us: AtomicU64,
     flaps: AtomicU64,
+    /// Milliseconds after the drop of the first and last flap (+1, 0: none).
+    first_flap_ms: AtomicU64,
+    last_flap_ms: AtomicU64,
 }
 
 /// What the storm tasks share.
@@ -275,6 +278,17 @@ async fn watcher(
                     seen.updates_during_storm += 1;
                     if p.status == Status::Offline as i32 {
                         shared.counters.flaps.fetch_add(1, Ordering::Relaxed);
+                        if let Some(at) = *shared.cut.borrow() {
+                            let ms = at.elapsed().as_millis() as u64 + 1;
+                            let c = &shared.counters;
+                            let _ = c.first_flap_ms.compare_exchange(
+                                0,
+                                ms,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            );
+                            c.last_flap_ms.fetch_max(ms, Ordering::Relaxed);
+                        }
                         seen.flapped.insert(p.user_id);
                     }
                 }
@@ -459,6 +473,35 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
     for task in watcher_tasks {
         watched.push(task.await.map_err(|e| e.to_string())?);
     }
+    // What the node says now of the users a watcher saw go OFFLINE (every storm session
+    // reconnected or failed by now): online means the OFFLINE was a flap, offline a lost
+    // session.
+    let mut flapped_ids: Vec<String> = watched
+        .iter()
+        .flat_map(|w| w.flapped.iter().cloned())
+        .collect();
+    flapped_ids.sort();
+    flapped_ids.dedup();
+    flapped_ids.truncate(1000);
+    let flapped_now_online = if flapped_ids.is_empty() {
+        Some(0)
+    } else {
+        match client::get_presence(
+            watcher_channels[0].clone(),
+            &Credentials::User("storm-check".into()),
+            flapped_ids.clone(),
+        )
+        .await
+        {
+            Ok(presences) => Some(
+                presences
+                    .iter()
+                    .filter(|p| p.status == Status::Online as i32)
+                    .count(),
+            ),
+            Err(_) => None,
+        }
+    };
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
@@ -499,6 +542,19 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
             ),
             ("flaps", json!(c.flaps.load(Ordering::Relaxed))),
             ("flapped_users", json!(flapped.len())),
+            ("flapped_users_online_at_end", json!(flapped_now_online)),
+            (
+                "flapped_user_examples",
+                json!(flapped_ids.iter().take(5).collect::<Vec<_>>()),
+            ),
+            (
+                "first_flap_ms_after_drop",
+                json!(c.first_flap_ms.load(Ordering::Relaxed).checked_sub(1)),
+            ),
+            (
+                "last_flap_ms_after_drop",
+                json!(c.last_flap_ms.load(Ordering::Relaxed).checked_sub(1)),
+            ),
             ("watchers", json!(args.watchers)),
             ("watchers_ready", json!(ready)),
             ("watched_per_watcher", json!(sample_size)),
