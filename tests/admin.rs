@@ -11,7 +11,6 @@ use presence_node::proto::{
     server_frame, DisconnectMode, DisconnectRequest, ListSessionsRequest, StatsRequest, Status,
     WatchChangesRequest,
 };
-use presence_node::store::Store;
 use tonic::transport::Channel;
 
 const TOKEN: &str = "s3cret-admin-token";
