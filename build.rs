@@ -12,7 +12,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("presence_descriptor.bin"), fds.encode_to_vec())?;
+    // Reflection on the device port describes only the public API, not the admin service
+    // (which is served on its own address).
+    let mut public = fds.clone();
+    public
+        .file
+        .retain(|f| f.name() == "presence/v1/presence.proto");
+    std::fs::write(out_dir.join("presence_descriptor.bin"), public.encode_to_vec())?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }
