@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     public
         .file
         .retain(|f| f.name() == "presence/v1/presence.proto");
-    std::fs::write(out_dir.join("presence_descriptor.bin"), public.encode_to_vec())?;
+    std::fs::write(
+        out_dir.join("presence_descriptor.bin"),
+        public.encode_to_vec(),
+    )?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }
