@@ -61,20 +61,10 @@ impl AdminApi {
     }
 
     fn check_ids(&self, ids: &[String]) -> Result<(), Status> {
-        let limits = &self.node.limits;
-        if ids.len() > limits.max_ids_per_request {
-            return Err(Status::invalid_argument(format!(
-                "{} ids in one request, the limit is {}",
-                ids.len(),
-                limits.max_ids_per_request
-            )));
-        }
-        for id in ids {
-            limits
-                .check_user_id(id)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
-        Ok(())
+        self.node
+            .limits
+            .check_lookup_ids(ids)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
     async fn records(

@@ -110,19 +110,10 @@ impl PresenceService for PresenceApi {
     ) -> Result<Response<GetPresenceResponse>, Status> {
         let identity = self.identify(request.metadata())?;
         let ids = request.into_inner().user_ids;
-        let limits = &self.node.limits;
-        if ids.len() > limits.max_ids_per_request {
-            return Err(Status::invalid_argument(format!(
-                "{} ids in one request, the limit is {}",
-                ids.len(),
-                limits.max_ids_per_request
-            )));
-        }
-        for id in &ids {
-            limits
-                .check_user_id(id)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        }
+        self.node
+            .limits
+            .check_lookup_ids(&ids)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let records = self
             .node
             .store

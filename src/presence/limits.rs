@@ -121,6 +121,18 @@ impl Limits {
         Ok(status)
     }
 
+    /// Checks the ids of a lookup (count, then each id); duplicates are allowed, since a
+    /// lookup answers one entry per requested id. An empty list is fine too.
+    pub fn check_lookup_ids(&self, ids: &[String]) -> Result<(), LimitError> {
+        if ids.len() > self.max_ids_per_request {
+            return Err(LimitError::TooManyIds {
+                count: ids.len(),
+                max: self.max_ids_per_request,
+            });
+        }
+        ids.iter().try_for_each(|id| self.check_user_id(id))
+    }
+
     /// Checks a list of ids (count first, then each id) and returns them without
     /// duplicates, in first-seen order.
     pub fn check_ids(&self, ids: &[String]) -> Result<Vec<String>, LimitError> {

@@ -157,6 +157,15 @@ pub struct SessionState {
     moving: bool,
 }
 
+/// Whether `limiter` refuses one more frame of kind `frame` (counted in the metrics).
+fn limited(limiter: &DefaultDirectRateLimiter, frame: &'static str) -> bool {
+    let refused = limiter.check().is_err();
+    if refused {
+        metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => frame).increment(1);
+    }
+    refused
+}
+
 fn limiter(per_second: u32, burst: u32) -> DefaultDirectRateLimiter {
     let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(burst).unwrap_or(per_second);
@@ -448,8 +457,7 @@ impl SessionState {
     }
 
     async fn on_set_status(&mut self, reference: u64, set: SetStatus) -> Result<(), End> {
-        if self.status_limiter.check().is_err() {
-            metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => "set_status").increment(1);
+        if limited(&self.status_limiter, "set_status") {
             return self
                 .refuse(
                     reference,
@@ -481,8 +489,7 @@ impl SessionState {
     }
 
     async fn on_subscribe(&mut self, reference: u64, sub: Subscribe) -> Result<(), End> {
-        if self.subscribe_limiter.check().is_err() {
-            metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => "subscribe").increment(1);
+        if limited(&self.subscribe_limiter, "subscribe") {
             return self
                 .refuse(
                     reference,
@@ -557,8 +564,7 @@ impl SessionState {
     }
 
     async fn on_unsubscribe(&mut self, reference: u64, unsub: Unsubscribe) -> Result<(), End> {
-        if self.subscribe_limiter.check().is_err() {
-            metrics::counter!(crate::metrics::RATE_LIMITED, "frame" => "subscribe").increment(1);
+        if limited(&self.subscribe_limiter, "subscribe") {
             return self
                 .refuse(
                     reference,

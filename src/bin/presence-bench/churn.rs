@@ -368,6 +368,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     let mut send_errors = 0u64;
     let mut heartbeats = 0u64;
     let cpu_before = deployment.cpu_seconds();
+    let bench_cpu_before = crate::node_process::cpu_seconds(std::process::id());
     let redis_cpu_before = deployment.redis_cpu_seconds();
     let redis_before = deployment.redis_calls();
     let deliveries_before = live.deliveries.load(Ordering::Relaxed);
@@ -431,6 +432,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     }
     let wall_s = started.elapsed().as_secs_f64();
     let cpu_after = deployment.cpu_seconds();
+    let bench_cpu_after = crate::node_process::cpu_seconds(std::process::id());
     let redis_cpu_after = deployment.redis_cpu_seconds();
     let redis_after = deployment.redis_calls();
     let _ = stop_tx.send(true);
@@ -519,6 +521,13 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
             (
                 "node_cpu_s_per_1000_deliveries",
                 json!(node_cpu_s.map(|c| c * 1000.0 / deliveries.max(1) as f64)),
+            ),
+            (
+                "bench_cpu_s",
+                json!(match (bench_cpu_before, bench_cpu_after) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                }),
             ),
             (
                 "redis_cpu_s",

@@ -49,7 +49,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     if args.target.nodes > 1 || args.target.servers.len() > 1 {
         return Err("idle drives one node (--nodes 1, at most one --server)".into());
     }
-    check_open_files(args.connections * 2);
+    check_open_files(args.connections);
     let deployment =
         Deployment::start(&args.target, &["--max-concurrent-streams", &max_streams]).await?;
     let node = &deployment.nodes[0];

@@ -86,6 +86,8 @@ struct Shared {
     /// Set (to the drop instant) once the connections were killed.
     cut: watch::Receiver<Option<Instant>>,
     stop: watch::Receiver<bool>,
+    /// Stops the watchers (before the storm sessions, whose ends they must not see).
+    stop_watchers: watch::Receiver<bool>,
     /// The new connections, made by the first session that needs each.
     new_channels: Vec<OnceCell<Channel>>,
     new_urls: Vec<String>,
@@ -237,7 +239,7 @@ async fn watcher(
     }
     let interval = common::heartbeat_interval(&welcome);
     let mut next = Instant::now() + interval.mul_f64(rand::random_range(0.0..1.0));
-    let mut stop = shared.stop.clone();
+    let mut stop = shared.stop_watchers.clone();
     let mut ready = Some(ready);
     loop {
         if *stop.borrow() {
@@ -346,11 +348,13 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
 
     let (cut_tx, cut_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_watchers_tx, stop_watchers_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         welcomes: Histograms::new(),
         cut: cut_rx,
         stop: stop_rx,
+        stop_watchers: stop_watchers_rx,
         new_channels: (0..args.connections).map(|_| OnceCell::new()).collect(),
         new_urls: (0..args.connections)
             .map(|c| urls[c % urls.len()].clone())
@@ -468,7 +472,7 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
     let storm_s = dropped_at.elapsed().as_secs_f64();
     let cpu_after = deployment.cpu_seconds();
     let rss_after = deployment.rss_bytes();
-    let _ = stop_tx.send(true);
+    let _ = stop_watchers_tx.send(true);
     let mut watched = Vec::new();
     for task in watcher_tasks {
         watched.push(task.await.map_err(|e| e.to_string())?);
@@ -502,6 +506,7 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
             Err(_) => None,
         }
     };
+    let _ = stop_tx.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
