@@ -229,7 +229,9 @@ impl Actor for SessionActor {
         }
         let outcome = match message {
             SessionMsg::Frame(frame, reply) => {
-                let outcome = state.on_frame(frame).await;
+                // Boxed: the frame handlers' futures are large, and inline they would make
+                // every idle session's actor task that large for its whole life.
+                let outcome = Box::pin(state.on_frame(frame)).await;
                 let _ = reply.send(());
                 outcome
             }
@@ -261,7 +263,7 @@ impl Actor for SessionActor {
             SessionMsg::Crash => panic!("crash requested by a test"),
         };
         if let Err(end) = outcome {
-            state.finish(end).await;
+            Box::pin(state.finish(end)).await;
             myself.stop(None);
         }
         Ok(())
@@ -272,7 +274,7 @@ impl Actor for SessionActor {
         _myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        state.finish(End::Stopped).await;
+        Box::pin(state.finish(End::Stopped)).await;
         Ok(())
     }
 }
