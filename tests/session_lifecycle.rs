@@ -166,6 +166,11 @@ async fn heartbeats_keep_a_session_alive_and_silence_expires_it_at_once() {
     // DEADLINE_EXCEEDED ...
     node.advance(20_000);
     watcher.heartbeat().await.unwrap();
+    // The node must have taken the heartbeat before its clock moves again.
+    recv_until(&mut watcher, "heartbeat ack", |k| {
+        matches!(k, server_frame::Kind::HeartbeatAck(_)).then_some(())
+    })
+    .await;
     node.advance(welcome.session_ttl_ms - 20_000 + 1);
     let end = end_of(&mut alice).await.unwrap_err();
     assert_eq!(end.code(), tonic::Code::DeadlineExceeded);
