@@ -120,10 +120,74 @@ pub async fn run(
 /// One connection's life: subscribe, resync, then serve events and timers until it drops.
 async fn connected(
     node: &Arc<Node>,
-    store: &RedisStore,
-    interest: &Interest,
+    store: &Arc<RedisStore>,
+    interest: &Arc<Interest>,
     timings: &BridgeTimings,
     was_up: &mut bool,
+) -> Result<(), StoreError> {
+    let mut background = BackgroundResync::default();
+    let result = serve_connection(node, store, interest, timings, was_up, &mut background).await;
+    background.abort();
+    result
+}
+
+/// A resync running beside event delivery (it can take many round trips, and events must not
+/// wait for it), and the reason of one more wanted when it ends.
+#[derive(Default)]
+struct BackgroundResync {
+    running: Option<tokio::task::JoinHandle<()>>,
+    again: Option<&'static str>,
+}
+
+impl BackgroundResync {
+    /// Starts a resync, or remembers to start one when the running one ends.
+    fn request(
+        &mut self,
+        node: &Arc<Node>,
+        store: &Arc<RedisStore>,
+        interest: &Arc<Interest>,
+        reason: &'static str,
+    ) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+        {
+            self.again = Some(reason);
+            return;
+        }
+        let (node, store, interest) = (node.clone(), store.clone(), interest.clone());
+        self.running = Some(tokio::spawn(async move {
+            if let Err(e) = resync(&node, &store, &interest, reason).await {
+                warn!(error = %e, reason, "resync failed; the next one repairs");
+            }
+        }));
+    }
+
+    /// Starts the remembered resync if the running one has ended.
+    fn follow_up(&mut self, node: &Arc<Node>, store: &Arc<RedisStore>, interest: &Arc<Interest>) {
+        if self.running.as_ref().is_some_and(|task| task.is_finished()) {
+            self.running = None;
+            if let Some(reason) = self.again.take() {
+                self.request(node, store, interest, reason);
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn serve_connection(
+    node: &Arc<Node>,
+    store: &Arc<RedisStore>,
+    interest: &Arc<Interest>,
+    timings: &BridgeTimings,
+    was_up: &mut bool,
+    background: &mut BackgroundResync,
 ) -> Result<(), StoreError> {
     let mut events = store.target().subscriber().await?;
     // The event connection was lost (or never made): the command connection most likely
@@ -153,6 +217,7 @@ async fn connected(
         timer.reset();
     }
     loop {
+        background.follow_up(node, store, interest);
         tokio::select! {
             event = events.next() => {
                 let mut gap = false;
@@ -194,7 +259,7 @@ async fn connected(
                 }
                 if gap {
                     // Events may have been lost while a connection or slot moved.
-                    resync(node, store, interest, "gap").await?;
+                    background.request(node, store, interest, "gap");
                 }
             }
             _ = interest.changed.notified() => {
@@ -206,7 +271,7 @@ async fn connected(
                     .await?
                 {
                     warn!("this node's lease was gone (swept, or redis lost its data): re-asserting");
-                    resync(node, store, interest, "lease_lost").await?;
+                    background.request(node, store, interest, "lease_lost");
                 }
                 store.set_healthy(true);
             }
@@ -215,7 +280,7 @@ async fn connected(
                 node.publish(changed);
             }
             _ = periodic.tick() => {
-                resync(node, store, interest, "periodic").await?;
+                background.request(node, store, interest, "periodic");
             }
         }
     }
