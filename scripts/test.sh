@@ -32,5 +32,7 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== cargo bench --no-run (the criterion benchmarks still build)"
+cargo bench --locked --no-run
 echo "== helm chart (offline: lint, render, Kubernetes 1.30 schemas)"
 bash scripts/check-chart.sh
