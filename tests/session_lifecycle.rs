@@ -153,24 +153,14 @@ async fn heartbeats_keep_a_session_alive_and_silence_expires_it_at_once() {
     // 4 x 20 s = 80 s of node time, well past the 30 s TTL, with a heartbeat every 20 s.
     for _ in 0..4 {
         node.advance(20_000);
-        for s in [&mut alice, &mut watcher] {
-            s.heartbeat().await.unwrap();
-            recv_until(s, "heartbeat ack", |k| {
-                matches!(k, server_frame::Kind::HeartbeatAck(_)).then_some(())
-            })
-            .await;
-        }
+        heartbeat_acked(&mut alice).await;
+        heartbeat_acked(&mut watcher).await;
     }
     assert_eq!(node.node.sessions.len(), 2, "still alive");
     // Now alice is silent (the watcher is not): past the TTL her stream ends with
     // DEADLINE_EXCEEDED ...
     node.advance(20_000);
-    watcher.heartbeat().await.unwrap();
-    // The node must have taken the heartbeat before its clock moves again.
-    recv_until(&mut watcher, "heartbeat ack", |k| {
-        matches!(k, server_frame::Kind::HeartbeatAck(_)).then_some(())
-    })
-    .await;
+    heartbeat_acked(&mut watcher).await;
     node.advance(welcome.session_ttl_ms - 20_000 + 1);
     let end = end_of(&mut alice).await.unwrap_err();
     assert_eq!(end.code(), tonic::Code::DeadlineExceeded);
@@ -318,13 +308,8 @@ async fn a_session_past_the_max_age_is_asked_to_reconnect_without_a_flap() {
     // Keep both alive past the age with heartbeats (TTL 30 s).
     for _ in 0..2 {
         node.advance(25_000);
-        for s in [&mut alice, &mut watcher] {
-            s.heartbeat().await.unwrap();
-            recv_until(s, "heartbeat ack", |k| {
-                matches!(k, server_frame::Kind::HeartbeatAck(_)).then_some(())
-            })
-            .await;
-        }
+        heartbeat_acked(&mut alice).await;
+        heartbeat_acked(&mut watcher).await;
     }
     node.advance(10_001);
     let reconnect = recv_until(&mut alice, "reconnect", |k| match k {

@@ -322,6 +322,16 @@ pub async fn recv_until<T>(
     }
 }
 
+/// Sends a heartbeat and waits for its ack (so the node has taken it before the test moves
+/// the clock again).
+pub async fn heartbeat_acked(session: &mut Session) {
+    session.heartbeat().await.unwrap();
+    recv_until(session, "heartbeat ack", |k| {
+        matches!(k, server_frame::Kind::HeartbeatAck(_)).then_some(())
+    })
+    .await;
+}
+
 /// Subscribes and returns the snapshot.
 pub async fn subscribe(session: &mut Session, users: &[&str]) -> Vec<Presence> {
     let reference = session.subscribe(ids(users)).await.unwrap();
