@@ -113,10 +113,7 @@ async fn a_malformed_hello_ends_the_call_with_invalid_argument() {
 async fn no_hello_within_the_hello_timeout_is_deadline_exceeded() {
     let node = TestNode::start(&["--hello-timeout-ms", "5000"]).await;
     let (_tx, mut stream) = raw_call(&node, "alice").await;
-    eventually("the session to be registered", || async {
-        (node.node.sessions.len() == 1).then_some(())
-    })
-    .await;
+    node.wait_sessions(1, "the session to be registered").await;
     node.advance(5001);
     assert_eq!(
         final_status(&mut stream).await,
@@ -182,10 +179,7 @@ async fn an_abrupt_end_lingers_for_the_grace_then_goes_offline() {
 
     // The connection drops without a clean close (a killed app, a lost network).
     cutter.cut();
-    eventually("the reset to end the session", || async {
-        (node.node.sessions.len() == 1).then_some(())
-    })
-    .await;
+    node.wait_sessions(1, "the reset to end the session").await;
     // Still counted during the grace: no update yet.
     let (_marker, _) = node.session("marker", "web").await;
     let seen = updates_until_marker(&mut watcher, "marker").await;
@@ -214,10 +208,7 @@ async fn a_quick_reconnect_of_the_same_device_is_invisible_to_watchers() {
     let online = next_update_of(&mut watcher, "alice").await;
 
     cutter.cut();
-    eventually("the reset to end the session", || async {
-        (node.node.sessions.len() == 1).then_some(())
-    })
-    .await;
+    node.wait_sessions(1, "the reset to end the session").await;
     node.advance(2000);
     let (_alice_again, _) = node.session("alice", "ios").await;
     // Well past the first session's grace.

@@ -161,6 +161,14 @@ impl TestNode {
         (channel, Cutter { task })
     }
 
+    /// Waits until the node holds exactly `n` sessions.
+    pub async fn wait_sessions(&self, n: usize, what: &str) {
+        eventually(what, || async {
+            (self.node.sessions.len() == n).then_some(())
+        })
+        .await;
+    }
+
     /// Moves the node's clock and lets the sweeper act on it.
     pub fn advance(&self, ms: u64) {
         self.clock.advance(ms);
