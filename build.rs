@@ -22,6 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("presence_descriptor.bin"),
         public.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Generated clients and servers use the codec with small starting buffers (see
+    // src/proto/codec.rs): an idle stream would otherwise hold 16 KiB of empty buffers.
+    tonic_prost_build::configure()
+        .codec_path("crate::proto::codec::LeanCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The generated `presence.v1` types and services, and the encoded descriptor set that the
 //! reflection service serves.
 
+pub mod codec;
+
 tonic::include_proto!("presence.v1");
 
 /// Encoded `FileDescriptorSet` of `presence.proto`, for gRPC reflection.
