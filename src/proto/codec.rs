@@ -15,7 +15,7 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
 /// Starting size of a stream's encode and decode buffers: a Welcome with a typical watch
 /// snapshot fits; larger frames grow the buffer.
-const BUFFER_SIZE: usize = 1024;
+const BUFFER_SIZE: usize = 256;
 /// tonic's default: how much encoded output is gathered before it is handed to HTTP/2.
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

@@ -2,6 +2,7 @@
 //!
 //! - `actor`: the session actor (hello, heartbeats, status, subscriptions, how it ends).
 //! - `outbox`: the outbound queue that is also the response stream; coalesces per user.
+//! - `watch_list`: a session's watched users, compact (every idle session holds one).
 //! - `table`: the node's live sessions, with the liveness deadlines the sweeper checks.
 //! - `supervisor`: spawns session actors and cleans up after one that crashed.
 
@@ -9,5 +10,6 @@ pub mod actor;
 pub mod outbox;
 pub mod supervisor;
 pub mod table;
+pub mod watch_list;
 
 pub use actor::{SessionArgs, SessionMsg};

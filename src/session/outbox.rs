@@ -12,13 +12,15 @@
 //! and nothing reaches it for a user before that user's `Snapshot`.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
+
+use super::watch_list::WatchList;
 
 use crate::proto::{server_frame, Presence, PresenceUpdate, ServerFrame, Snapshot};
 
@@ -96,7 +98,7 @@ struct Watch {
 struct Inner {
     /// Replies (welcome, snapshots, acks, errors, heartbeat acks, reconnect), in order.
     control: VecDeque<ServerFrame>,
-    watches: HashMap<String, Watch>,
+    watches: WatchList<Watch>,
     /// Users with a pending update, in arrival order (may hold ids whose update was dropped).
     queue: VecDeque<String>,
     /// Set once: after the queued control frames, the stream ends (Ok) or fails (Err).
@@ -123,7 +125,7 @@ impl Outbox {
             max_control_frames,
             inner: Mutex::new(Inner {
                 control: VecDeque::new(),
-                watches: HashMap::new(),
+                watches: WatchList::default(),
                 queue: VecDeque::new(),
                 ending: None,
                 waker: None,
@@ -215,13 +217,11 @@ impl Outbox {
     /// How many of `ids` are not watched yet.
     pub fn count_unwatched(&self, ids: &[String]) -> usize {
         let inner = self.lock();
-        ids.iter()
-            .filter(|id| !inner.watches.contains_key(*id))
-            .count()
+        ids.iter().filter(|id| !inner.watches.contains(id)).count()
     }
 
     pub fn watched_ids(&self) -> Vec<String> {
-        self.lock().watches.keys().cloned().collect()
+        self.lock().watches.ids().map(str::to_owned).collect()
     }
 
     /// Updates dropped because a newer one replaced them before sending.
@@ -232,30 +232,15 @@ impl Outbox {
     /// Starts watching `ids` (those not yet watched); until `complete_snapshot`, updates for
     /// them are held back. Returns the ids that are new.
     pub fn begin_watch(&self, ids: &[String]) -> Vec<String> {
-        let mut inner = self.lock();
-        let mut added = Vec::new();
-        for id in ids {
-            if !inner.watches.contains_key(id) {
-                inner.watches.insert(
-                    id.clone(),
-                    Watch {
-                        awaiting_snapshot: true,
-                        ..Watch::default()
-                    },
-                );
-                added.push(id.clone());
-            }
-        }
-        added
+        self.lock().watches.insert_missing(ids, || Watch {
+            awaiting_snapshot: true,
+            ..Watch::default()
+        })
     }
 
     /// Stops watching; returns the ids that were watched.
     pub fn unwatch(&self, ids: &[String]) -> Vec<String> {
-        let mut inner = self.lock();
-        ids.iter()
-            .filter(|id| inner.watches.remove(*id).is_some())
-            .cloned()
-            .collect()
+        self.lock().watches.remove(ids)
     }
 
     /// Queues the `Snapshot` answering a subscribe, and releases the updates held back
@@ -356,6 +341,7 @@ impl Outbox {
         let mut inner = self.lock();
         let inner = &mut *inner;
         if let Some(frame) = inner.control.pop_front() {
+            release_if_empty(&mut inner.control);
             self.space.notify_waiters();
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -374,6 +360,7 @@ impl Outbox {
                 presences.push(view);
             }
         }
+        release_if_empty(&mut inner.queue);
         if !presences.is_empty() {
             metrics::counter!(crate::metrics::UPDATES_DELIVERED).increment(presences.len() as u64);
             return Poll::Ready(Some(Ok(ServerFrame {
@@ -393,6 +380,14 @@ impl Outbox {
                 Poll::Pending
             }
         }
+    }
+}
+
+/// Frees an emptied queue's buffer: idle sessions are most sessions, and a retained buffer
+/// (four 96-byte frames after the first reply) would cost each of them for nothing.
+fn release_if_empty<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
     }
 }
 
