@@ -25,6 +25,11 @@ mod plot;
 mod report;
 mod storm;
 
+/// The load generator shares the machine with the node: jemalloc (as in the node) keeps
+/// its own allocation cost, and so its share of the two cores, low.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
