@@ -31,7 +31,11 @@ struct StoredRecord {
     s: Vec<StoredSession>,
 }
 
-/// The record without its version, as stored in field `b`.
+/// The hash field holding a user's record: `<version>\n<body>` (the write script writes
+/// it; the version is also kept alone in field `v` for the compare-and-set).
+pub const RECORD_FIELD: &str = "r";
+
+/// The record without its version (the body of field `r` and of change events).
 pub fn encode_body(record: &UserRecord) -> String {
     let stored = StoredRecord {
         st: record.status as i32,
@@ -80,6 +84,22 @@ pub fn decode(user_id: &str, version: u64, body: &str) -> Result<UserRecord, Str
     })
 }
 
+/// The record of `user_id` from its stored field `r`.
+pub fn decode_stored(user_id: &str, stored: &str) -> Result<UserRecord, String> {
+    let (version, body) = stored
+        .split_once('\n')
+        .ok_or_else(|| format!("bad record of {user_id:?}: no version"))?;
+    let version = version
+        .parse()
+        .map_err(|_| format!("bad record of {user_id:?}: version {version:?}"))?;
+    decode(user_id, version, body)
+}
+
+/// The version of a stored field `r`, even when its body cannot be read.
+pub fn stored_version(stored: &str) -> Option<u64> {
+    stored.split_once('\n')?.0.parse().ok()
+}
+
 /// A change event: `<origin node>\n<version>\n<body>`.
 pub fn encode_event_prefix(origin: &str) -> String {
     format!("{origin}\n")
@@ -115,6 +135,12 @@ mod tests {
             .unwrap();
         let back = decode("alice", record.version, &encode_body(&record)).unwrap();
         assert_eq!(back, record);
+        let stored = format!("{}\n{}", record.version, encode_body(&record));
+        assert_eq!(decode_stored("alice", &stored).unwrap(), record);
+        assert_eq!(stored_version(&stored), Some(record.version));
+        assert!(decode_stored("alice", "12").is_err());
+        assert!(decode_stored("alice", "x\n{}").is_err());
+        assert_eq!(stored_version("7\nnot json"), Some(7));
     }
 
     #[test]

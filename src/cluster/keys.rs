@@ -3,7 +3,7 @@
 //!
 //! | key | type | what |
 //! | --- | --- | --- |
-//! | `<p>:{u:<id>}` | hash | `v` version, `b` the record (JSON); TTL = status retention |
+//! | `<p>:{u:<id>}` | hash | `v` version, `r` version + newline + record (JSON); TTL = status retention |
 //! | `<p>:{u:<id>}:ch` | channel | change events of the user |
 //! | `{<p>:nodes}:leases` | zset | node id -> lease expiry (unix ms, Redis clock) |
 //! | `{<p>:nodes}:idx:<node>` | set | users that have (or had) sessions on the node |

@@ -35,10 +35,23 @@ if cur ~= tonumber(ARGV[1]) then return {0, cur} end
 local t = redis.call('TIME')
 local v = math.max(cur + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
 local vs = string.format('%.0f', v)
-redis.call('HSET', KEYS[1], 'v', vs, 'b', ARGV[2])
+redis.call('HSET', KEYS[1], 'v', vs, 'r', vs .. '\n' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call(ARGV[7], ARGV[3], ARGV[4] .. vs .. '\n' .. ARGV[2])
 return {1, v}
+"#;
+
+/// Reads many users' records in one request (one Redis, not Cluster: the keys span slots).
+/// KEYS: the users' hashes. Returns each one's field `r` (`<version>\n<body>`) or false.
+/// One command and one flat reply instead of a pipeline of 1,000 commands and replies:
+/// measured, a third of the node's CPU per 1,000-id GetPresence went to building the
+/// commands and parsing the replies, and Redis spends less too (0.3 vs 0.5 ms).
+const READ_SCRIPT: &str = r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HGET', key, 'r')
+end
+return out
 "#;
 
 /// Renews this node's lease and records its stats. KEYS[1] the lease zset, KEYS[2] the
@@ -122,6 +135,7 @@ pub struct RedisStore {
     keys: Keys,
     node_id: String,
     write: Script,
+    read: Script,
     renew: Script,
     claim: Script,
     retention_ms: u64,
@@ -151,6 +165,7 @@ impl RedisStore {
             keys: Keys::new(prefix),
             node_id: node_id.to_owned(),
             write: Script::new(WRITE_SCRIPT),
+            read: Script::new(READ_SCRIPT),
             renew: Script::new(RENEW_SCRIPT),
             claim: Script::new(CLAIM_SCRIPT),
             retention_ms,
@@ -240,29 +255,20 @@ impl RedisStore {
                     read.sadd(index, user_id).ignore();
                 }
             }
-            read.cmd("HMGET").arg(&key).arg("v").arg("b");
-            let (fields,): (Vec<Option<String>>,) = read
+            read.hget(&key, codec::RECORD_FIELD);
+            let (stored,): (Option<String>,) = read
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.fail(e))?;
-            let version: u64 = fields
-                .first()
-                .cloned()
-                .flatten()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let current = match fields.get(1).cloned().flatten() {
-                Some(body) => codec::decode(user_id, version, &body).unwrap_or_else(|e| {
+            let current = match stored {
+                Some(stored) => codec::decode_stored(user_id, &stored).unwrap_or_else(|e| {
                     warn!(error = %e, "unreadable record replaced");
                     UserRecord {
-                        version,
+                        version: codec::stored_version(&stored).unwrap_or(0),
                         ..UserRecord::new(user_id)
                     }
                 }),
-                None => UserRecord {
-                    version,
-                    ..UserRecord::new(user_id)
-                },
+                None => UserRecord::new(user_id),
             };
             let mut next = current.clone();
             if !apply_to_record(&mut next, op, now_ms)? {
@@ -585,24 +591,20 @@ impl Store for RedisStore {
                     let mut c = cluster.clone();
                     let key = self.keys.user(id);
                     async move {
-                        redis::cmd("HMGET")
-                            .arg(key)
-                            .arg("v")
-                            .arg("b")
-                            .query_async::<Vec<Option<String>>>(&mut c)
+                        c.hget::<_, _, Option<String>>(key, codec::RECORD_FIELD)
                             .await
                     }
                 });
                 futures::future::try_join_all(reads).await
             } else {
-                let mut pipe = redis::pipe();
+                let mut invocation = self.read.prepare_invoke();
                 for id in user_ids {
-                    pipe.cmd("HMGET").arg(self.keys.user(id)).arg("v").arg("b");
+                    invocation.key(self.keys.user(id));
                 }
-                pipe.query_async(&mut conn).await
+                invocation.invoke_async(&mut conn).await
             }
         };
-        let rows: Vec<Vec<Option<String>>> = match read.await {
+        let rows: Vec<Option<String>> = match read.await {
             Ok(rows) => rows,
             Err(e) => {
                 self.backend.reset();
@@ -613,11 +615,7 @@ impl Store for RedisStore {
         Ok(user_ids
             .iter()
             .zip(rows)
-            .map(|(id, fields)| {
-                let version = fields.first().cloned().flatten()?.parse().ok()?;
-                let body = fields.get(1).cloned().flatten()?;
-                codec::decode(id, version, &body).ok()
-            })
+            .map(|(id, stored)| codec::decode_stored(id, &stored?).ok())
             .collect())
     }
 
