@@ -255,8 +255,10 @@ impl RedisStore {
                     read.sadd(index, user_id).ignore();
                 }
             }
-            read.hget(&key, codec::RECORD_FIELD);
-            let (stored,): (Option<String>,) = read
+            // HMGET, not HGET: scripts use HGET, so `INFO commandstats` tells the node's
+            // round trips (hmget, evalsha, sadd) from what its scripts run.
+            read.cmd("HMGET").arg(&key).arg(codec::RECORD_FIELD);
+            let ((stored,),): ((Option<String>,),) = read
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.fail(e))?;
@@ -591,8 +593,12 @@ impl Store for RedisStore {
                     let mut c = cluster.clone();
                     let key = self.keys.user(id);
                     async move {
-                        c.hget::<_, _, Option<String>>(key, codec::RECORD_FIELD)
+                        redis::cmd("HMGET")
+                            .arg(key)
+                            .arg(codec::RECORD_FIELD)
+                            .query_async::<(Option<String>,)>(&mut c)
                             .await
+                            .map(|(stored,)| stored)
                     }
                 });
                 futures::future::try_join_all(reads).await
