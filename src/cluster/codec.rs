@@ -95,6 +95,16 @@ pub fn decode_stored(user_id: &str, stored: &str) -> Result<UserRecord, String> 
     decode(user_id, version, body)
 }
 
+/// Splits the bulk read script's reply into `n` stored records (`None`: no record), or
+/// `None` when it does not hold exactly `n`.
+pub fn split_joined(joined: &str, n: usize) -> Option<Vec<Option<&str>>> {
+    let rows: Vec<Option<&str>> = joined
+        .split('\x1e')
+        .map(|r| (!r.is_empty()).then_some(r))
+        .collect();
+    (rows.len() == n).then_some(rows)
+}
+
 /// The version of a stored field `r`, even when its body cannot be read.
 pub fn stored_version(stored: &str) -> Option<u64> {
     stored.split_once('\n')?.0.parse().ok()
@@ -141,6 +151,21 @@ mod tests {
         assert!(decode_stored("alice", "12").is_err());
         assert!(decode_stored("alice", "x\n{}").is_err());
         assert_eq!(stored_version("7\nnot json"), Some(7));
+    }
+
+    #[test]
+    fn bulk_replies_split_into_one_row_per_user() {
+        assert_eq!(
+            split_joined("1\n{}\x1e\x1e2\n{}", 3),
+            Some(vec![Some("1\n{}"), None, Some("2\n{}")])
+        );
+        assert_eq!(split_joined("", 1), Some(vec![None]));
+        assert_eq!(split_joined("\x1e", 2), Some(vec![None, None]));
+        assert_eq!(split_joined("1\n{}", 2), None);
+        // A record's text never holds the separator: JSON escapes control characters.
+        let mut record = UserRecord::new("bob");
+        record.status_text = "a\x1eb".into();
+        assert!(!encode_body(&record).contains('\x1e'));
     }
 
     #[test]
