@@ -3,7 +3,7 @@
 # benchmark suite RUNS times (default 3) on this machine, keeps every run's JSON and SVG in
 # OUT (default target/bench-results/<UTC time>), and prints the medians as a Markdown table.
 #
-#   scripts/bench.sh                 # everything, 3 runs each (about 25-30 minutes on 2 cores)
+#   scripts/bench.sh                 # everything, 3 runs each (about 17 minutes on 2 cores)
 #   RUNS=1 scripts/bench.sh          # one run each
 #   OUT=target/bench-results/X SUMMARY_ONLY=1 scripts/bench.sh   # medians of runs kept in X
 #   ONLY="churn bulk" scripts/bench.sh   # some groups only: idle100k idle15k churn storm

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - `proto`: the generated `presence.v1` API (from `proto/presence/v1/presence.proto`).
+//! - `proto`: the generated `presence.v1` API (from `proto/presence/v1/presence.proto`) and
+//!   the codec its clients and servers use.
 //! - `presence`: pure presence logic with time passed in: records, views, versions, limits.
 //! - `store`: the truth about every user (trait); `store::memory` is the embedded default.
 //! - `cluster`: cluster mode on Redis: the Redis store and the bridge (pub/sub, node lease,
