@@ -226,6 +226,49 @@ async fn heartbeats_cost_no_redis_commands_and_a_status_change_two_round_trips()
 }
 
 #[tokio::test]
+async fn a_user_hash_without_a_readable_record_is_replaced_not_stuck() {
+    // A hash holding a version but no record field `r` (an older layout's `b`), or an
+    // unreadable one: the next write replaces it instead of failing its compare-and-set.
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let _: () = ::redis::cmd("HSET")
+        .arg("t10:{u:alice}")
+        .arg("v")
+        .arg("1700000000000000")
+        .arg("b")
+        .arg("{\"st\":3}")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = ::redis::cmd("HSET")
+        .arg("t10:{u:bob}")
+        .arg("v")
+        .arg("1700000000000001")
+        .arg("r")
+        .arg("1700000000000001\nnot json")
+        .query(&mut conn)
+        .unwrap();
+    let a = TestNode::start_cluster(&redis, "t10", "node-a", &[]).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    let (mut bob, _) = a.session("bob", "ios").await;
+    for (user, session) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let r = session.set_status(Status::Busy, "here").await.unwrap();
+        assert_eq!(answer(session, r).await, Ok(()), "{user}");
+    }
+    let p = get_presence(
+        a.channel().await,
+        &user_creds("carol"),
+        ids(&["alice", "bob"]),
+    )
+    .await
+    .unwrap();
+    for (presence, old_version) in p.iter().zip([1700000000000000, 1700000000000001]) {
+        assert_eq!(status_of(presence), Status::Busy, "{presence:?}");
+        assert_eq!(presence.devices, vec!["ios"]);
+        assert!(presence.version > old_version);
+    }
+}
+
+#[tokio::test]
 async fn redis_restarted_empty_is_rebuilt_and_changes_flow_again() {
     let mut redis = RedisServer::start();
     let args = ["--node-lease-ttl-ms", "900"];

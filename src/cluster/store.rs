@@ -257,21 +257,31 @@ impl RedisStore {
                 }
             }
             // HMGET, not HGET: scripts use HGET, so `INFO commandstats` tells the node's
-            // round trips (hmget, evalsha, sadd) from what its scripts run.
-            read.cmd("HMGET").arg(&key).arg(codec::RECORD_FIELD);
-            let ((stored,),): ((Option<String>,),) = read
+            // round trips (hmget, evalsha, sadd) from what its scripts run. The version field
+            // comes too: the compare-and-set checks it, so a hash whose record is missing or
+            // unreadable (written by an older layout, say) is replaced instead of failing
+            // every attempt.
+            read.cmd("HMGET")
+                .arg(&key)
+                .arg(codec::RECORD_FIELD)
+                .arg(codec::VERSION_FIELD);
+            let ((stored, version),): ((Option<String>, Option<u64>),) = read
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.fail(e))?;
-            let current = match stored {
-                Some(stored) => codec::decode_stored(user_id, &stored).unwrap_or_else(|e| {
-                    warn!(error = %e, "unreadable record replaced");
+            let current = match stored.map(|stored| codec::decode_stored(user_id, &stored)) {
+                Some(Ok(record)) => record,
+                unreadable => {
+                    if let Some(Err(e)) = unreadable {
+                        warn!(error = %e, "unreadable record replaced");
+                    } else if version.is_some() {
+                        warn!(user = user_id, "record without its body replaced");
+                    }
                     UserRecord {
-                        version: codec::stored_version(&stored).unwrap_or(0),
+                        version: version.unwrap_or(0),
                         ..UserRecord::new(user_id)
                     }
-                }),
-                None => UserRecord::new(user_id),
+                }
             };
             let mut next = current.clone();
             if !apply_to_record(&mut next, op, now_ms)? {
