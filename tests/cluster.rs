@@ -268,6 +268,44 @@ async fn a_user_hash_without_a_readable_record_is_replaced_not_stuck() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ending_while_the_node_reasserts_its_sessions_do_not_come_back() {
+    // The periodic resync re-writes every session this node holds. A session that ends
+    // while it runs must stay ended: written back from a stale list, it would be a ghost
+    // that the node itself keeps re-asserting.
+    let redis = RedisServer::start();
+    let a = TestNode::start_cluster(&redis, "t11", "node-a", &["--resync-interval-ms", "10"]).await;
+    const USERS: usize = 300;
+    let users: Vec<String> = (0..USERS).map(|i| format!("u{i}")).collect();
+    let mut sessions = Vec::new();
+    for user in &users {
+        sessions.push(a.session(user, "ios").await.0);
+    }
+    for session in &mut sessions {
+        session.close();
+    }
+    let channel = a.channel().await;
+    let online = || async {
+        let presences = get_presence(channel.clone(), &user_creds("carol"), users.clone())
+            .await
+            .unwrap();
+        presences
+            .into_iter()
+            .filter(|p| status_of(p) != Status::Offline)
+            .map(|p| p.user_id)
+            .collect::<Vec<_>>()
+    };
+    eventually("every ended session to be gone", || async {
+        online().await.is_empty().then_some(())
+    })
+    .await;
+    // And they stay gone through more resyncs.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    while std::time::Instant::now() < until {
+        assert_eq!(online().await, Vec::<String>::new());
+    }
+}
+
 #[tokio::test]
 async fn redis_restarted_empty_is_rebuilt_and_changes_flow_again() {
     let mut redis = RedisServer::start();

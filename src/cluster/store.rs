@@ -421,35 +421,42 @@ impl RedisStore {
     /// any change made while Redis was unreachable. Used after reconnecting, after Redis
     /// lost data, and periodically. Returns the records that changed.
     pub async fn reassert(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
-        let ops: Vec<Op> = {
-            let held = self.held.lock().unwrap();
-            held.users
-                .iter()
-                .map(|(id, u)| Op::SyncNode {
-                    user_id: id.clone(),
-                    node_id: self.node_id.clone(),
-                    sessions: u
-                        .record
-                        .sessions
-                        .iter()
-                        .filter(|s| s.node_id == self.node_id)
-                        .cloned()
-                        .collect(),
-                    chosen: u.unwritten_status.clone(),
-                    known: Some((u.record.status, u.record.status_text.clone())),
-                })
-                .collect()
-        };
+        let users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
         let mut changed = Vec::new();
-        for op in ops {
-            let user_id = op.user_id().to_owned();
+        for user_id in users {
             let _serial = self.stripe(&user_id).lock().await;
+            // What to write is read under the user's lock, not listed up front: a session
+            // that ended since the list was taken (its write took this lock) must not be
+            // written back, or it becomes a ghost that this node keeps re-asserting.
+            let Some(op) = self.sync_op(&user_id) else {
+                continue;
+            };
             let min_version = self.min_version(&user_id);
             let (current, next) = self.write_through(&op, now_ms, min_version).await?;
             self.hold(next.as_ref().unwrap_or(&current), &op);
             changed.extend(next);
         }
         Ok(changed)
+    }
+
+    /// The op that writes what this node holds of `user_id` (its sessions, and a status
+    /// chosen while Redis was unreachable), or `None` when it holds nothing of the user.
+    fn sync_op(&self, user_id: &str) -> Option<Op> {
+        let held = self.held.lock().unwrap();
+        let user = held.users.get(user_id)?;
+        Some(Op::SyncNode {
+            user_id: user_id.to_owned(),
+            node_id: self.node_id.clone(),
+            sessions: user
+                .record
+                .sessions
+                .iter()
+                .filter(|s| s.node_id == self.node_id)
+                .cloned()
+                .collect(),
+            chosen: user.unwritten_status.clone(),
+            known: Some((user.record.status, user.record.status_text.clone())),
+        })
     }
 
     /// Renews this node's lease. Returns true when the node had been forgotten (swept as
