@@ -307,6 +307,52 @@ async fn sessions_ending_while_the_node_reasserts_its_sessions_do_not_come_back(
 }
 
 #[tokio::test]
+async fn a_lost_session_write_is_repaired_by_the_periodic_resync() {
+    // Redis keeps the user's record but lost this node's session in it (a failover that
+    // dropped the last write): the periodic resync writes it back.
+    let redis = RedisServer::start();
+    let a =
+        TestNode::start_cluster(&redis, "t12", "node-a", &["--resync-interval-ms", "100"]).await;
+    let (_alice, _) = a.session("alice", "ios").await;
+    let (_bob, _) = a.session("bob", "web").await;
+    let mut conn = redis.connection();
+    let stored: String = ::redis::cmd("HGET")
+        .arg("t12:{u:alice}")
+        .arg("r")
+        .query(&mut conn)
+        .unwrap();
+    let version: u64 = stored.split_once('\n').unwrap().0.parse().unwrap();
+    let lost = format!("{}\n{{\"st\":2,\"s\":[]}}", version + 1);
+    let _: () = ::redis::cmd("HSET")
+        .arg("t12:{u:alice}")
+        .arg("v")
+        .arg(version + 1)
+        .arg("r")
+        .arg(&lost)
+        .query(&mut conn)
+        .unwrap();
+    let channel = a.channel().await;
+    eventually("alice's session to be written back", || async {
+        let p = get_presence(
+            channel.clone(),
+            &user_creds("carol"),
+            ids(&["alice", "bob"]),
+        )
+        .await
+        .ok()?;
+        (status_of(&p[0]) == Status::Online
+            && p[0].devices == vec!["ios"]
+            && p[0].version > version + 1)
+            .then_some(())
+    })
+    .await;
+    let p = get_presence(channel, &user_creds("carol"), ids(&["bob"]))
+        .await
+        .unwrap();
+    assert_eq!(p[0].devices, vec!["web"]);
+}
+
+#[tokio::test]
 async fn redis_restarted_empty_is_rebuilt_and_changes_flow_again() {
     let mut redis = RedisServer::start();
     let args = ["--node-lease-ttl-ms", "900"];

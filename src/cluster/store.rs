@@ -85,6 +85,8 @@ return claimed
 const MAX_WRITE_ATTEMPTS: usize = 32;
 /// Striped locks serialising this node's writes per user.
 const STRIPES: usize = 256;
+/// Users checked per batch when re-asserting this node's sessions.
+const REASSERT_BATCH: usize = 500;
 /// Users removed per batch when sweeping a dead node.
 const SWEEP_BATCH: usize = 500;
 /// How long a sweep claim holds (another node retries after it).
@@ -423,28 +425,55 @@ impl RedisStore {
     pub async fn reassert(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
         let users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
         let mut changed = Vec::new();
-        for user_id in users {
-            let _serial = self.stripe(&user_id).lock().await;
-            // What to write is read under the user's lock, not listed up front: a session
-            // that ended since the list was taken (its write took this lock) must not be
-            // written back, or it becomes a ghost that this node keeps re-asserting.
-            let Some(op) = self.sync_op(&user_id) else {
-                continue;
-            };
-            let min_version = self.min_version(&user_id);
-            let (current, next) = self.write_through(&op, now_ms, min_version).await?;
-            self.hold(next.as_ref().unwrap_or(&current), &op);
-            changed.extend(next);
+        for batch in users.chunks(REASSERT_BATCH) {
+            // Most users need no write (Redis already has what this node holds), so each
+            // batch is checked with two requests (the index, then one bulk read) instead of
+            // two per user; only users whose record differs are written one by one.
+            self.add_to_index(batch).await?;
+            let stored = self.get(batch, now_ms).await?;
+            for (user_id, stored) in batch.iter().zip(stored) {
+                let _serial = self.stripe(user_id).lock().await;
+                // What to write is read under the user's lock, not listed up front: a
+                // session that ended since the list was taken (its write took this lock)
+                // must not be written back, or it becomes a ghost that this node keeps
+                // re-asserting.
+                let Some((op, unwritten)) = self.sync_op(user_id) else {
+                    continue;
+                };
+                if !unwritten {
+                    let mut after = stored.unwrap_or_else(|| UserRecord::new(user_id.as_str()));
+                    if !apply_to_record(&mut after, &op, now_ms)? {
+                        // Redis has this node's sessions as held. (Read before the lock:
+                        // a later local write only made it more current.)
+                        continue;
+                    }
+                }
+                let min_version = self.min_version(user_id);
+                let (current, next) = self.write_through(&op, now_ms, min_version).await?;
+                self.hold(next.as_ref().unwrap_or(&current), &op);
+                changed.extend(next);
+            }
         }
         Ok(changed)
     }
 
+    /// Adds users to this node's index (before their sessions are re-asserted: the index is
+    /// a superset of the node's sessions). One key, so one request on Redis Cluster too.
+    async fn add_to_index(&self, users: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        conn.sadd::<_, _, ()>(self.keys.node_index(&self.node_id), users)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
     /// The op that writes what this node holds of `user_id` (its sessions, and a status
-    /// chosen while Redis was unreachable), or `None` when it holds nothing of the user.
-    fn sync_op(&self, user_id: &str) -> Option<Op> {
+    /// chosen while Redis was unreachable), and whether a change made during an outage
+    /// waits to be written; `None` when this node holds nothing of the user.
+    fn sync_op(&self, user_id: &str) -> Option<(Op, bool)> {
         let held = self.held.lock().unwrap();
         let user = held.users.get(user_id)?;
-        Some(Op::SyncNode {
+        let unwritten = user.unwritten || user.unwritten_status.is_some();
+        let op = Op::SyncNode {
             user_id: user_id.to_owned(),
             node_id: self.node_id.clone(),
             sessions: user
@@ -456,7 +485,8 @@ impl RedisStore {
                 .collect(),
             chosen: user.unwritten_status.clone(),
             known: Some((user.record.status, user.record.status_text.clone())),
-        })
+        };
+        Some((op, unwritten))
     }
 
     /// Renews this node's lease. Returns true when the node had been forgotten (swept as
