@@ -307,6 +307,40 @@ async fn sessions_ending_while_the_node_reasserts_its_sessions_do_not_come_back(
 }
 
 #[tokio::test]
+async fn a_bulk_read_survives_a_record_holding_its_separator() {
+    // Bulk reads join records with \x1e, which JSON never holds raw; a record written by
+    // something else may. The read still answers every other user, and the node stays
+    // healthy.
+    let redis = RedisServer::start();
+    let a = TestNode::start_cluster(&redis, "t13", "node-a", &[]).await;
+    let (_alice, _) = a.session("alice", "ios").await;
+    let mut conn = redis.connection();
+    let _: () = ::redis::cmd("HSET")
+        .arg("t13:{u:mallory}")
+        .arg("v")
+        .arg("5")
+        .arg("r")
+        .arg("5\n{\"st\":2,\"tx\":\"a\x1eb\",\"s\":[{\"id\":\"z:1\",\"d\":\"web\",\"n\":\"z\",\"at\":1}]}")
+        .query(&mut conn)
+        .unwrap();
+    let p = get_presence(
+        a.channel().await,
+        &user_creds("carol"),
+        ids(&["alice", "mallory", "nobody"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.len(), 3);
+    assert_eq!(status_of(&p[0]), Status::Online);
+    assert_eq!(p[0].devices, vec!["ios"]);
+    assert_eq!(p[1].user_id, "mallory");
+    // Not JSON (a raw control character in a string): unreadable, so unknown.
+    assert_eq!(status_of(&p[1]), Status::Offline);
+    assert_eq!(status_of(&p[2]), Status::Offline);
+    assert!(a.node.store.as_ref().is_healthy());
+}
+
+#[tokio::test]
 async fn a_lost_session_write_is_repaired_by_the_periodic_resync() {
     // Redis keeps the user's record but lost this node's session in it (a failover that
     // dropped the last write): the periodic resync writes it back.

@@ -658,10 +658,19 @@ impl Store for RedisStore {
                 let joined: String = invocation.invoke_async(&mut conn).await?;
                 match codec::split_joined(&joined, user_ids.len()) {
                     Some(rows) => Ok(rows.into_iter().map(|r| r.map(str::to_owned)).collect()),
-                    None => Err(redis::RedisError::from((
-                        redis::ErrorKind::Parse,
-                        "bulk read: wrong number of records",
-                    ))),
+                    None => {
+                        // A record holds the separator (nodes never write one: something
+                        // else wrote to the key). Read them one by one instead.
+                        warn!("a record holds the bulk-read separator: reading one by one");
+                        let mut pipe = redis::pipe();
+                        for id in user_ids {
+                            pipe.cmd("HMGET")
+                                .arg(self.keys.user(id))
+                                .arg(codec::RECORD_FIELD);
+                        }
+                        let rows: Vec<(Option<String>,)> = pipe.query_async(&mut conn).await?;
+                        Ok(rows.into_iter().map(|(stored,)| stored).collect())
+                    }
                 }
             }
         };
