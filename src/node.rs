@@ -30,6 +30,10 @@ pub struct Node {
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
+    /// Random per process: session ids stay unique when a node restarts with the same id
+    /// (a Kubernetes container restart keeps the pod name) while Redis still has sessions
+    /// of its previous run.
+    incarnation: u32,
     /// Background tasks the node owns (cluster bridge), aborted when it stops.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -58,6 +62,7 @@ impl Node {
             cluster: None,
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
+            incarnation: rand::random(),
             tasks: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -77,7 +82,10 @@ impl Node {
     /// A new local session key and its cluster-wide session id.
     pub fn next_session(&self) -> (SessionKey, String) {
         let key = self.next_session.fetch_add(1, Ordering::Relaxed);
-        (key, format!("{}:{key}", self.node_id))
+        (
+            key,
+            format!("{}:{:08x}:{key}", self.node_id, self.incarnation),
+        )
     }
 
     pub fn own_task(&self, task: tokio::task::JoinHandle<()>) {

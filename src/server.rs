@@ -244,8 +244,10 @@ pub async fn serve(
             node.publish(changed);
         }
     }
-    node.store.close(node.now_ms()).await;
+    // The Redis bridge (lease renewals, re-asserts) stops before the store leaves the
+    // cluster, so nothing writes back the sessions `close` removes.
     node.abort_tasks();
+    node.store.close(node.now_ms()).await;
     node.supervisor.stop(None);
     node.registry.stop(None);
     info!("presence node stopped");

@@ -341,6 +341,113 @@ async fn a_bulk_read_survives_a_record_holding_its_separator() {
 }
 
 #[tokio::test]
+async fn a_node_restarted_with_the_same_id_removes_the_sessions_of_its_previous_run() {
+    // A Kubernetes container restart keeps the pod name, so the node comes back with the
+    // same id and renews the same lease: no other node sweeps it. Its previous run's
+    // sessions must still go, at its first connect (not after the lease: it is an hour).
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let args = [
+        "--redis-url",
+        &url,
+        "--key-prefix",
+        "t14",
+        "--node-id",
+        "node-a",
+        "--node-lease-ttl-ms",
+        "3600000",
+    ];
+    let mut first = common::node_process::NodeProcess::start(&args).await;
+    let b = TestNode::start_cluster(&redis, "t14", "node-b", &[]).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    subscribe(&mut watcher, &["alice"]).await;
+    let channel = presence_node::client::connect(&first.url).await.unwrap();
+    let (_alice, _) =
+        presence_node::client::Session::open(channel, &user_creds("alice"), hello("ios"))
+            .await
+            .unwrap();
+    assert_eq!(
+        status_of(&next_update_of(&mut watcher, "alice").await),
+        Status::Online
+    );
+
+    first.kill();
+    let _second = common::node_process::NodeProcess::start(&args).await;
+    let offline = next_update_of(&mut watcher, "alice").await;
+    assert_eq!(status_of(&offline), Status::Offline);
+    let p = get_presence(b.channel().await, &user_creds("bob"), ids(&["alice"]))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&p[0]), Status::Offline);
+    assert!(p[0].devices.is_empty());
+}
+
+#[tokio::test]
+async fn a_session_end_that_redis_lost_is_repaired_by_the_periodic_resync() {
+    // The end of alice's only session on this node was acknowledged, then lost (a failover
+    // that dropped the last write): Redis shows her online under this node, which holds
+    // nothing of her. The periodic resync finds her through the node's index.
+    let redis = RedisServer::start();
+    let a =
+        TestNode::start_cluster(&redis, "t15", "node-a", &["--resync-interval-ms", "100"]).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    let mut conn = redis.connection();
+    let online: String = ::redis::cmd("HGET")
+        .arg("t15:{u:alice}")
+        .arg("r")
+        .query(&mut conn)
+        .unwrap();
+    alice.close();
+    let channel = a.channel().await;
+    let status = || async {
+        let p = get_presence(channel.clone(), &user_creds("carol"), ids(&["alice"]))
+            .await
+            .unwrap();
+        status_of(&p[0])
+    };
+    eventually("alice offline", || async {
+        (status().await == Status::Offline).then_some(())
+    })
+    .await;
+    // Put the online record back, with a version above the current one, as a lost write
+    // would leave it.
+    let current: u64 = ::redis::cmd("HGET")
+        .arg("t15:{u:alice}")
+        .arg("v")
+        .query(&mut conn)
+        .unwrap();
+    let body = online.split_once('\n').unwrap().1;
+    let _: () = ::redis::cmd("HSET")
+        .arg("t15:{u:alice}")
+        .arg("v")
+        .arg(current + 1)
+        .arg("r")
+        .arg(format!("{}\n{body}", current + 1))
+        .query(&mut conn)
+        .unwrap();
+    let _: () = ::redis::cmd("SADD")
+        .arg("{t15:nodes}:idx:node-a")
+        .arg("alice")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(status().await, Status::Online);
+    eventually("the ghost to be removed", || async {
+        (status().await == Status::Offline).then_some(())
+    })
+    .await;
+    // And the index entry is gone too.
+    eventually("alice out of the node's index", || async {
+        let member: bool = ::redis::cmd("SISMEMBER")
+            .arg("{t15:nodes}:idx:node-a")
+            .arg("alice")
+            .query(&mut redis.connection())
+            .unwrap();
+        (!member).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_lost_session_write_is_repaired_by_the_periodic_resync() {
     // Redis keeps the user's record but lost this node's session in it (a failover that
     // dropped the last write): the periodic resync writes it back.

@@ -181,6 +181,13 @@ impl BackgroundResync {
     }
 }
 
+impl Drop for BackgroundResync {
+    /// The bridge task being aborted (the node stopping) ends its resync too.
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
 async fn serve_connection(
     node: &Arc<Node>,
     store: &Arc<RedisStore>,

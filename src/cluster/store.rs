@@ -9,7 +9,7 @@
 //! users) so it can re-assert them when Redis lost or missed writes, and keep changes made
 //! while Redis is unreachable until it returns.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -146,6 +146,8 @@ pub struct RedisStore {
     stripes: Vec<tokio::sync::Mutex<()>>,
     held: Mutex<Held>,
     healthy: AtomicBool,
+    /// Set when the node leaves the cluster: no re-assert or lease renewal may undo it.
+    closing: AtomicBool,
     health: watch::Sender<bool>,
 }
 
@@ -176,6 +178,7 @@ impl RedisStore {
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             held: Mutex::new(Held::default()),
             healthy: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             health: watch::channel(false).0,
         })
     }
@@ -341,7 +344,11 @@ impl RedisStore {
                     unwritten_status: None,
                     unwritten: false,
                 });
-            entry.record = record.clone();
+            // A newer record may have arrived by pub/sub (`observe`) since this write; it
+            // already includes the write, so it is kept.
+            if record.version >= entry.record.version {
+                entry.record = record.clone();
+            }
             entry.unwritten = false;
             entry.unwritten_status = None;
         } else {
@@ -419,32 +426,54 @@ impl RedisStore {
         }
     }
 
-    /// Writes again everything this node holds: its sessions of every user it holds and
-    /// any change made while Redis was unreachable. Used after reconnecting, after Redis
-    /// lost data, and periodically. Returns the records that changed.
+    /// Makes Redis agree with what this node holds: writes again its sessions of every user
+    /// it holds and any change made while Redis was unreachable, and removes sessions under
+    /// this node's id that it does not hold (an end Redis lost in a failover, an open whose
+    /// reply timed out, or the sessions of this node id's previous run after a restart).
+    /// Used after reconnecting, after Redis lost data, and periodically. Returns the records
+    /// that changed.
     pub async fn reassert(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
-        let users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
+        let mut users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
+        let held_count = users.len();
+        // The node's index is a superset of the users with its sessions in Redis.
+        let indexed = self.index_members().await?;
+        let known: HashSet<&str> = users.iter().map(String::as_str).collect();
+        let extra: HashSet<String> = indexed
+            .into_iter()
+            .filter(|u| !known.contains(u.as_str()))
+            .collect();
+        users.extend(extra);
         let mut changed = Vec::new();
-        for batch in users.chunks(REASSERT_BATCH) {
+        for (n, batch) in users.chunks(REASSERT_BATCH).enumerate() {
             // Most users need no write (Redis already has what this node holds), so each
             // batch is checked with two requests (the index, then one bulk read) instead of
             // two per user; only users whose record differs are written one by one.
-            self.add_to_index(batch).await?;
+            let start = n * REASSERT_BATCH;
+            let held_in_batch = &batch[..held_count.saturating_sub(start).min(batch.len())];
+            if !held_in_batch.is_empty() {
+                self.add_to_index(held_in_batch).await?;
+            }
             let stored = self.get(batch, now_ms).await?;
             for (user_id, stored) in batch.iter().zip(stored) {
                 let _serial = self.stripe(user_id).lock().await;
+                if self.closing.load(Ordering::SeqCst) {
+                    // The node is leaving: `close` removes what it holds.
+                    return Ok(changed);
+                }
                 // What to write is read under the user's lock, not listed up front: a
                 // session that ended since the list was taken (its write took this lock)
                 // must not be written back, or it becomes a ghost that this node keeps
                 // re-asserting.
-                let Some((op, unwritten)) = self.sync_op(user_id) else {
-                    continue;
-                };
+                let (op, held, unwritten) = self.sync_op(user_id);
                 if !unwritten {
                     let mut after = stored.unwrap_or_else(|| UserRecord::new(user_id.as_str()));
                     if !apply_to_record(&mut after, &op, now_ms)? {
                         // Redis has this node's sessions as held. (Read before the lock:
                         // a later local write only made it more current.)
+                        if !held {
+                            // An index entry left behind: nothing of the user is here.
+                            self.remove_from_index(user_id).await?;
+                        }
                         continue;
                     }
                 }
@@ -457,6 +486,36 @@ impl RedisStore {
         Ok(changed)
     }
 
+    /// Every user in this node's index.
+    async fn index_members(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        let key = self.keys.node_index(&self.node_id);
+        let mut members = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(REASSERT_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            members.extend(batch);
+            if next == 0 {
+                return Ok(members);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn remove_from_index(&self, user_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        conn.srem::<_, _, ()>(self.keys.node_index(&self.node_id), user_id)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
     /// Adds users to this node's index (before their sessions are re-asserted: the index is
     /// a superset of the node's sessions). One key, so one request on Redis Cluster too.
     async fn add_to_index(&self, users: &[String]) -> Result<(), StoreError> {
@@ -467,11 +526,21 @@ impl RedisStore {
     }
 
     /// The op that writes what this node holds of `user_id` (its sessions, and a status
-    /// chosen while Redis was unreachable), and whether a change made during an outage
-    /// waits to be written; `None` when this node holds nothing of the user.
-    fn sync_op(&self, user_id: &str) -> Option<(Op, bool)> {
+    /// chosen while Redis was unreachable; no session when it holds nothing of the user),
+    /// whether it holds anything of the user, and whether a change made during an outage
+    /// waits to be written.
+    fn sync_op(&self, user_id: &str) -> (Op, bool, bool) {
         let held = self.held.lock().unwrap();
-        let user = held.users.get(user_id)?;
+        let Some(user) = held.users.get(user_id) else {
+            let op = Op::SyncNode {
+                user_id: user_id.to_owned(),
+                node_id: self.node_id.clone(),
+                sessions: Vec::new(),
+                chosen: None,
+                known: None,
+            };
+            return (op, false, false);
+        };
         let unwritten = user.unwritten || user.unwritten_status.is_some();
         let op = Op::SyncNode {
             user_id: user_id.to_owned(),
@@ -486,12 +555,15 @@ impl RedisStore {
             chosen: user.unwritten_status.clone(),
             known: Some((user.record.status, user.record.status_text.clone())),
         };
-        Some((op, unwritten))
+        (op, true, unwritten)
     }
 
     /// Renews this node's lease. Returns true when the node had been forgotten (swept as
     /// dead, or Redis lost its data) and must re-assert what it holds.
     pub async fn renew_lease(&self, sessions: usize, users: usize) -> Result<bool, StoreError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
         let mut conn = self.conn().await?;
         let _timer = RequestTimer::new("lease");
         let renewed: Result<i64, _> = self
@@ -697,25 +769,27 @@ impl Store for RedisStore {
             due.into_iter().map(|(_, user)| user).collect()
         };
         let mut changed = Vec::new();
+        let mut failed = 0;
         for user_id in due {
-            match self
-                .apply_op(
-                    Op::ExpireLingering {
-                        user_id: user_id.clone(),
-                    },
-                    now_ms,
-                )
+            let expire = Op::ExpireLingering {
+                user_id: user_id.clone(),
+            };
+            if let Err(e) = self
+                .apply_op(expire, now_ms)
                 .await
+                .map(|next| changed.extend(next))
             {
-                Ok(next) => changed.extend(next),
-                Err(e) => {
-                    // Try again next time.
-                    self.held
-                        .lock()
-                        .unwrap()
-                        .lingering
-                        .insert((now_ms, user_id));
-                    return Err(e);
+                // Every due user gets its turn: one failure must not drop the others'
+                // deadlines (they live only here). This one is tried again next time,
+                // unless nothing of the user is held any more (its lingering session was
+                // replaced or removed since): then there is nothing left to expire.
+                let mut held = self.held.lock().unwrap();
+                if held.users.contains_key(&user_id) {
+                    held.lingering.insert((now_ms, user_id));
+                }
+                failed += 1;
+                if failed == 1 {
+                    warn!(error = %e, "could not expire a lingering session; trying again");
                 }
             }
         }
@@ -742,8 +816,12 @@ impl Store for RedisStore {
 
     /// Removes every session this node still holds and leaves the cluster.
     async fn close(&self, now_ms: u64) {
+        // First, so that a re-assert or lease renewal still running cannot write back what
+        // is removed below (both check it; a re-assert under the same user lock as here).
+        self.closing.store(true, Ordering::SeqCst);
         let users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
         for user_id in users {
+            let _serial = self.stripe(&user_id).lock().await;
             let op = Op::SyncNode {
                 user_id: user_id.clone(),
                 node_id: self.node_id.clone(),
@@ -751,12 +829,15 @@ impl Store for RedisStore {
                 chosen: None,
                 known: None,
             };
-            if let Err(e) = self
+            match self
                 .write_through(&op, now_ms, self.min_version(&user_id))
                 .await
             {
-                warn!(error = %e, "could not remove this node's sessions; the sweeper will");
-                return;
+                Ok((current, next)) => self.hold(next.as_ref().unwrap_or(&current), &op),
+                Err(e) => {
+                    warn!(error = %e, "could not remove this node's sessions; the sweeper will");
+                    return;
+                }
             }
         }
         if let Ok(mut conn) = self.conn().await {
