@@ -62,7 +62,7 @@ fn auth_status(e: AuthError) -> Status {
 
 fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::Unavailable(msg) => Status::unavailable(msg),
+        StoreError::Unavailable(msg) | StoreError::Contended(msg) => Status::unavailable(msg),
         StoreError::Record(e) => Status::resource_exhausted(e.to_string()),
     }
 }

@@ -447,6 +447,66 @@ async fn a_session_end_that_redis_lost_is_repaired_by_the_periodic_resync() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_keeps_losing_its_compare_and_set_keeps_the_node_healthy() {
+    // Something keeps changing alice's version while her status is set, so every
+    // compare-and-set attempt fails. Redis is fine: the node must stay healthy (not flap
+    // readiness for everyone), keep the change and write it once the writes calm down.
+    let redis = RedisServer::start();
+    let a =
+        TestNode::start_cluster(&redis, "t16", "node-a", &["--resync-interval-ms", "100"]).await;
+    let (mut alice, _) = a.session("alice", "ios").await;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writes = std::sync::Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, writes) = (stop.clone(), writes.clone());
+            let mut conn = redis.connection();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut pipe = ::redis::pipe();
+                    for _ in 0..20 {
+                        pipe.cmd("HINCRBY")
+                            .arg("t16:{u:alice}")
+                            .arg("v")
+                            .arg(1)
+                            .ignore();
+                    }
+                    let _: () = pipe.query(&mut conn).unwrap();
+                    writes.fetch_add(20, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    eventually("the competing writers to be going", || async {
+        (writes.load(Ordering::Relaxed) > 2_000).then_some(())
+    })
+    .await;
+    let before = writes.load(Ordering::Relaxed);
+    let r = alice.set_status(Status::Busy, "contended").await.unwrap();
+    assert_eq!(answer(&mut alice, r).await, Ok(()));
+    let during = writes.load(Ordering::Relaxed) - before;
+    assert!(
+        a.node.store.as_ref().is_healthy(),
+        "a hot user made the node unhealthy"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    println!("competing version bumps while the status was set: {during}");
+    let channel = a.channel().await;
+    eventually("alice's status to reach redis", || async {
+        let p = get_presence(channel.clone(), &user_creds("carol"), ids(&["alice"]))
+            .await
+            .ok()?;
+        (status_of(&p[0]) == Status::Busy && p[0].status_text == "contended").then_some(())
+    })
+    .await;
+    assert!(a.node.store.as_ref().is_healthy());
+}
+
 #[tokio::test]
 async fn a_lost_session_write_is_repaired_by_the_periodic_resync() {
     // Redis keeps the user's record but lost this node's session in it (a failover that

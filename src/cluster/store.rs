@@ -275,7 +275,12 @@ impl RedisStore {
                 .await
                 .map_err(|e| self.fail(e))?;
             let current = match stored.map(|stored| codec::decode_stored(user_id, &stored)) {
-                Some(Ok(record)) => record,
+                // The compare-and-set checks `v`: take the version from there (the two only
+                // differ if something else wrote to the hash).
+                Some(Ok(record)) => UserRecord {
+                    version: version.unwrap_or(record.version),
+                    ..record
+                },
                 unreadable => {
                     if let Some(Err(e)) = unreadable {
                         warn!(error = %e, "unreadable record replaced");
@@ -318,9 +323,9 @@ impl RedisStore {
                 return Ok((current, Some(next)));
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "too many concurrent writes to {user_id:?}"
-        )))
+        // Not `Unavailable`: Redis answers; marking the node unhealthy and switching to
+        // outage mode for one hot user would flap readiness for everyone.
+        Err(StoreError::Contended(format!("{user_id:?}")))
     }
 
     /// Remembers what this node holds after a successful write or read.
@@ -394,6 +399,11 @@ impl RedisStore {
             Err(e @ StoreError::Unavailable(_)) => {
                 self.backend.reset();
                 self.set_healthy(false);
+                self.apply_unwritten(&op, now_ms, e)
+            }
+            Err(e @ StoreError::Contended(_)) => {
+                // Redis is fine, so the node stays healthy; the change is kept as during an
+                // outage (an end must not be lost) and the next re-assert writes it.
                 self.apply_unwritten(&op, now_ms, e)
             }
             Err(e) => Err(e),

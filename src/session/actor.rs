@@ -455,7 +455,7 @@ impl SessionState {
                     e.to_string(),
                 )))
             }
-            Err(e @ StoreError::Unavailable(_)) => {
+            Err(e @ (StoreError::Unavailable(_) | StoreError::Contended(_))) => {
                 return Err(End::Refused(tonic::Status::unavailable(e.to_string())))
             }
         }

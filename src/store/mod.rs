@@ -73,6 +73,10 @@ pub enum StoreError {
     /// The backing service cannot be reached; the caller may retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Other nodes kept changing this user's record while this write was retried: it gave
+    /// up. The store itself is fine (unlike `Unavailable`); the caller may retry.
+    #[error("too many concurrent writes: {0}")]
+    Contended(String),
 }
 
 /// The record after a write, when the write changed it.
