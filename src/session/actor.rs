@@ -547,7 +547,7 @@ impl SessionState {
                 )
                 .await;
             if !matches!(registered, Ok(CallResult::Success(()))) {
-                self.outbox.unwatch(&added);
+                self.outbox.cancel_watch(&ids, &added);
                 return self
                     .refuse(reference, ErrorCode::Unavailable, "node stopping")
                     .await;
@@ -556,7 +556,7 @@ impl SessionState {
         let records = match self.node.store.get(&ids, self.node.now_ms()).await {
             Ok(records) => records,
             Err(e) => {
-                self.outbox.unwatch(&added);
+                self.outbox.cancel_watch(&ids, &added);
                 let _ = self.node.registry.cast(RegistryMsg::Unwatch {
                     session: self.key,
                     user_ids: added,

@@ -232,10 +232,40 @@ impl Outbox {
     /// Starts watching `ids` (those not yet watched); until `complete_snapshot`, updates for
     /// them are held back. Returns the ids that are new.
     pub fn begin_watch(&self, ids: &[String]) -> Vec<String> {
-        self.lock().watches.insert_missing(ids, || Watch {
+        let mut inner = self.lock();
+        let added = inner.watches.insert_missing(ids, || Watch {
             awaiting_snapshot: true,
             ..Watch::default()
-        })
+        });
+        // Users already watched wait for the snapshot too: an update sent from now on could
+        // be newer than the store read the snapshot carries, which would then undo it.
+        for id in ids {
+            if let Some(watch) = inner.watches.get_mut(id) {
+                watch.awaiting_snapshot = true;
+            }
+        }
+        added
+    }
+
+    /// Undoes `begin_watch` when the subscribe fails: the users it added are dropped, and
+    /// those already watched send what was held back for the snapshot.
+    pub fn cancel_watch(&self, ids: &[String], added: &[String]) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.watches.remove(added);
+        for id in ids {
+            let Some(watch) = inner.watches.get_mut(id) else {
+                continue;
+            };
+            if !std::mem::take(&mut watch.awaiting_snapshot) {
+                continue;
+            }
+            if watch.pending.is_some() && !watch.queued {
+                watch.queued = true;
+                inner.queue.push_back(id.clone());
+            }
+        }
+        wake(inner);
     }
 
     /// Stops watching; returns the ids that were watched.
@@ -354,6 +384,11 @@ impl Outbox {
                 continue;
             };
             watch.queued = false;
+            if watch.awaiting_snapshot {
+                // Queued before an unsubscribe and a new subscribe: its update goes after
+                // the snapshot (`complete_snapshot` queues it again if still newer).
+                continue;
+            }
             if let Some(pending) = watch.pending.take() {
                 let (view, hash) = *pending;
                 watch.sent_hash = hash;
@@ -466,6 +501,72 @@ mod tests {
         outbox.complete_snapshot(1, vec![at]).unwrap();
         drain(&outbox);
         outbox
+    }
+
+    fn snapshots(frames: &[ServerFrame]) -> Vec<Presence> {
+        frames
+            .iter()
+            .filter_map(|f| match &f.kind {
+                Some(server_frame::Kind::Snapshot(s)) => Some(s.presences.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn an_update_queued_before_unsubscribe_and_resubscribe_waits_for_the_new_snapshot() {
+        let outbox = watching("bob", presence("bob", Status::Offline, "", 1));
+        // Queued, not read yet (a slow reader).
+        outbox.offer(&pair("bob", Status::Online, "", 2));
+        outbox.unwatch(&["bob".to_string()]);
+        outbox.begin_watch(&["bob".to_string()]);
+        outbox.offer(&pair("bob", Status::Busy, "", 3));
+        // Nothing about bob before his snapshot.
+        assert!(updates(&drain(&outbox)).is_empty());
+        outbox
+            .complete_snapshot(2, vec![presence("bob", Status::Online, "", 2)])
+            .unwrap();
+        let frames = drain(&outbox);
+        assert_eq!(snapshots(&frames)[0].version, 2);
+        let after = updates(&frames);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].version, 3);
+    }
+
+    #[test]
+    fn subscribing_again_never_sends_a_snapshot_older_than_an_update_sent() {
+        let outbox = watching("bob", presence("bob", Status::Offline, "", 1));
+        assert!(outbox.begin_watch(&["bob".to_string()]).is_empty());
+        // A change arrives between the store read (v2) and the snapshot: held back.
+        outbox.offer(&pair("bob", Status::Busy, "", 3));
+        assert!(updates(&drain(&outbox)).is_empty());
+        outbox
+            .complete_snapshot(2, vec![presence("bob", Status::Online, "", 2)])
+            .unwrap();
+        let frames = drain(&outbox);
+        let versions: Vec<u64> = snapshots(&frames)
+            .iter()
+            .chain(updates(&frames).iter())
+            .map(|p| p.version)
+            .collect();
+        assert_eq!(versions, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_failed_subscribe_releases_what_it_held_back() {
+        let outbox = watching("bob", presence("bob", Status::Offline, "", 1));
+        let added = outbox.begin_watch(&["bob".to_string(), "carol".to_string()]);
+        assert_eq!(added, vec!["carol".to_string()]);
+        outbox.offer(&pair("bob", Status::Busy, "", 3));
+        outbox.cancel_watch(&["bob".to_string(), "carol".to_string()], &added);
+        assert_eq!(outbox.watched_ids(), vec!["bob".to_string()]);
+        let got = updates(&drain(&outbox));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].version, 3);
+        // And later updates flow as before.
+        outbox.offer(&pair("bob", Status::Away, "", 4));
+        assert_eq!(updates(&drain(&outbox))[0].version, 4);
     }
 
     #[test]
