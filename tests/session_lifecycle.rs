@@ -92,6 +92,24 @@ async fn the_first_frame_must_be_hello() {
 }
 
 #[tokio::test]
+async fn an_empty_first_frame_ends_the_call_too() {
+    // Empty frames before hello would otherwise keep a session that never said hello open
+    // (each frame counts as liveness), outside the per-user session cap.
+    let node = TestNode::start(&[]).await;
+    let (tx, mut stream) = raw_call(&node, "alice").await;
+    tx.send(ClientFrame {
+        r#ref: 1,
+        kind: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        final_status(&mut stream).await,
+        tonic::Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
 async fn a_malformed_hello_ends_the_call_with_invalid_argument() {
     let node = TestNode::start(&[]).await;
     for hello in [

@@ -359,6 +359,13 @@ impl SessionState {
         };
         metrics::counter!(crate::metrics::FRAMES_RECEIVED, "kind" => kind_label).increment(1);
         let Some(kind) = frame.kind else {
+            if self.device.is_none() {
+                // Before hello nothing but hello is accepted, or empty frames could hold
+                // a session that never said hello (and never counted) open.
+                return Err(End::Refused(tonic::Status::invalid_argument(
+                    "the first frame must be hello",
+                )));
+            }
             return self
                 .refuse(reference, ErrorCode::InvalidArgument, "empty frame")
                 .await;
