@@ -40,6 +40,39 @@ async fn a_watcher_on_node_b_sees_a_user_on_node_a(redis: &SharedRedis) {
     assert_eq!(p[0].version, offline.version);
 }
 
+on_redis_and_redis_cluster!(a_change_right_after_a_subscribe_reaches_the_watcher);
+
+async fn a_change_right_after_a_subscribe_reaches_the_watcher(redis: &SharedRedis) {
+    // The watcher's snapshot is read before its node has subscribed to the user's channel;
+    // a change made on another node in between must still reach it (not wait for the
+    // periodic resync, a minute later).
+    let a = redis.node("t3r", "node-a", &[]).await;
+    let b = redis.node("t3r", "node-b", &[]).await;
+    let (mut watcher, _) = b.session("wendy", "web").await;
+    for i in 0..30 {
+        let user = format!("user{i}");
+        let (mut session, _) = a.session(&user, "ios").await;
+        // The change races the subscribe: sent while node b reads and subscribes.
+        watcher.subscribe(ids(&[user.as_str()])).await.unwrap();
+        let r = session.set_status(Status::Busy, "now").await.unwrap();
+        assert_eq!(answer(&mut session, r).await, Ok(()));
+        recv_until(&mut watcher, &format!("{user} busy"), |k| match k {
+            presence_node::proto::server_frame::Kind::Update(u) => u
+                .presences
+                .iter()
+                .find(|p| p.user_id == user && p.status_text == "now")
+                .map(|_| ()),
+            presence_node::proto::server_frame::Kind::Snapshot(s) => s
+                .presences
+                .iter()
+                .find(|p| p.user_id == user && p.status_text == "now")
+                .map(|_| ()),
+            _ => None,
+        })
+        .await;
+    }
+}
+
 on_redis_and_redis_cluster!(a_remote_watcher_sees_every_change_in_version_order);
 
 async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis) {

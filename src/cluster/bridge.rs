@@ -270,7 +270,15 @@ async fn serve_connection(
                 }
             }
             _ = interest.changed.notified() => {
-                reconcile(store, interest, &mut events, &mut subscribed).await?;
+                let added = reconcile(store, interest, &mut events, &mut subscribed).await?;
+                // A session read these users before their channel was subscribed to; a
+                // change published in between reached nobody here (pub/sub keeps nothing).
+                // Reading them again now that events flow closes that gap; outboxes drop
+                // what they have seen.
+                for chunk in added.chunks(RESYNC_BATCH) {
+                    let records = store.get(chunk, node.now_ms()).await?;
+                    node.publish(records.into_iter().flatten().collect());
+                }
             }
             _ = lease.tick() => {
                 if store
@@ -338,12 +346,14 @@ struct Subscribed {
 }
 
 /// Subscribes to newly watched users and unsubscribes from users nobody watches any more.
+/// Subscribes to what is wanted and unsubscribes from the rest. Returns the users newly
+/// subscribed to.
 async fn reconcile(
     store: &RedisStore,
     interest: &Interest,
     events: &mut Subscriber,
     subscribed: &mut Subscribed,
-) -> Result<(), StoreError> {
+) -> Result<Vec<String>, StoreError> {
     let everyone = interest.wants_everyone();
     if everyone != subscribed.everyone {
         let pattern = store.keys().all_user_channels();
@@ -370,7 +380,7 @@ async fn reconcile(
             subscribed.remove(user);
         }
     }
-    Ok(())
+    Ok(to_add)
 }
 
 /// Re-asserts what this node holds, then re-reads every watched user so watchers get any
