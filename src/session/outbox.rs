@@ -484,15 +484,31 @@ mod tests {
 
     use futures::FutureExt;
 
-    fn updates(frames: &[ServerFrame]) -> Vec<Presence> {
+    /// The presences carried by the frames that `pick` selects, in order.
+    fn presences_in(
+        frames: &[ServerFrame],
+        pick: impl Fn(&server_frame::Kind) -> Option<&Vec<Presence>>,
+    ) -> Vec<Presence> {
         frames
             .iter()
-            .filter_map(|f| match &f.kind {
-                Some(server_frame::Kind::Update(u)) => Some(u.presences.clone()),
-                _ => None,
-            })
+            .filter_map(|f| f.kind.as_ref().and_then(&pick))
             .flatten()
+            .cloned()
             .collect()
+    }
+
+    fn updates(frames: &[ServerFrame]) -> Vec<Presence> {
+        presences_in(frames, |kind| match kind {
+            server_frame::Kind::Update(u) => Some(&u.presences),
+            _ => None,
+        })
+    }
+
+    fn snapshots(frames: &[ServerFrame]) -> Vec<Presence> {
+        presences_in(frames, |kind| match kind {
+            server_frame::Kind::Snapshot(s) => Some(&s.presences),
+            _ => None,
+        })
     }
 
     fn watching(user: &str, at: Presence) -> Arc<Outbox> {
@@ -501,17 +517,6 @@ mod tests {
         outbox.complete_snapshot(1, vec![at]).unwrap();
         drain(&outbox);
         outbox
-    }
-
-    fn snapshots(frames: &[ServerFrame]) -> Vec<Presence> {
-        frames
-            .iter()
-            .filter_map(|f| match &f.kind {
-                Some(server_frame::Kind::Snapshot(s)) => Some(s.presences.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
     }
 
     #[test]
