@@ -125,10 +125,9 @@ async fn connected(
     timings: &BridgeTimings,
     was_up: &mut bool,
 ) -> Result<(), StoreError> {
+    // Dropped when the connection is done (or the bridge is aborted): ends its resync.
     let mut background = BackgroundResync::default();
-    let result = serve_connection(node, store, interest, timings, was_up, &mut background).await;
-    background.abort();
-    result
+    serve_connection(node, store, interest, timings, was_up, &mut background).await
 }
 
 /// A resync running beside event delivery (it can take many round trips, and events must not
@@ -275,10 +274,7 @@ async fn serve_connection(
                 // change published in between reached nobody here (pub/sub keeps nothing).
                 // Reading them again now that events flow closes that gap; outboxes drop
                 // what they have seen.
-                for chunk in added.chunks(RESYNC_BATCH) {
-                    let records = store.get(chunk, node.now_ms()).await?;
-                    node.publish(records.into_iter().flatten().collect());
-                }
+                read_and_publish(node, store, &added).await?;
             }
             _ = lease.tick() => {
                 if store
@@ -395,7 +391,17 @@ async fn resync(
     let changed = store.reassert(node.now_ms()).await?;
     node.publish(changed);
     let watched: Vec<String> = interest.snapshot().into_iter().collect();
-    for chunk in watched.chunks(RESYNC_BATCH) {
+    read_and_publish(node, store, &watched).await
+}
+
+/// Reads users from Redis and fans their records out locally (outboxes drop versions they
+/// have seen), in batches.
+async fn read_and_publish(
+    node: &Node,
+    store: &RedisStore,
+    users: &[String],
+) -> Result<(), StoreError> {
+    for chunk in users.chunks(RESYNC_BATCH) {
         let records = store.get(chunk, node.now_ms()).await?;
         node.publish(records.into_iter().flatten().collect());
     }

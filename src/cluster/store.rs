@@ -443,57 +443,81 @@ impl RedisStore {
     /// Used after reconnecting, after Redis lost data, and periodically. Returns the records
     /// that changed.
     pub async fn reassert(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
-        let mut users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
-        let held_count = users.len();
-        // The node's index is a superset of the users with its sessions in Redis.
+        let held: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
+        // The node's index is a superset of the users with its sessions in Redis: those in
+        // it that the node does not hold are checked too.
         let indexed = self.index_members().await?;
-        let known: HashSet<&str> = users.iter().map(String::as_str).collect();
-        let extra: HashSet<String> = indexed
+        let known: HashSet<&str> = held.iter().map(String::as_str).collect();
+        let leftovers: Vec<String> = indexed
             .into_iter()
             .filter(|u| !known.contains(u.as_str()))
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
-        users.extend(extra);
         let mut changed = Vec::new();
-        for (n, batch) in users.chunks(REASSERT_BATCH).enumerate() {
-            // Most users need no write (Redis already has what this node holds), so each
-            // batch is checked with two requests (the index, then one bulk read) instead of
-            // two per user; only users whose record differs are written one by one.
-            let start = n * REASSERT_BATCH;
-            let held_in_batch = &batch[..held_count.saturating_sub(start).min(batch.len())];
-            if !held_in_batch.is_empty() {
-                self.add_to_index(held_in_batch).await?;
-            }
-            let stored = self.get(batch, now_ms).await?;
-            for (user_id, stored) in batch.iter().zip(stored) {
-                let _serial = self.stripe(user_id).lock().await;
-                if self.closing.load(Ordering::SeqCst) {
-                    // The node is leaving: `close` removes what it holds.
+        for (users, are_held) in [(held, true), (leftovers, false)] {
+            for batch in users.chunks(REASSERT_BATCH) {
+                if are_held {
+                    // Repairs an index that lost members (it must stay a superset).
+                    self.add_to_index(batch).await?;
+                }
+                if !self.reassert_batch(batch, now_ms, &mut changed).await? {
                     return Ok(changed);
                 }
-                // What to write is read under the user's lock, not listed up front: a
-                // session that ended since the list was taken (its write took this lock)
-                // must not be written back, or it becomes a ghost that this node keeps
-                // re-asserting.
-                let (op, held, unwritten) = self.sync_op(user_id);
-                if !unwritten {
-                    let mut after = stored.unwrap_or_else(|| UserRecord::new(user_id.as_str()));
-                    if !apply_to_record(&mut after, &op, now_ms)? {
-                        // Redis has this node's sessions as held. (Read before the lock:
-                        // a later local write only made it more current.)
-                        if !held {
-                            // An index entry left behind: nothing of the user is here.
-                            self.remove_from_index(user_id).await?;
-                        }
-                        continue;
-                    }
-                }
-                let min_version = self.min_version(user_id);
-                let (current, next) = self.write_through(&op, now_ms, min_version).await?;
-                self.hold(next.as_ref().unwrap_or(&current), &op);
-                changed.extend(next);
             }
         }
         Ok(changed)
+    }
+
+    /// Checks a batch of users with one bulk read (most need no write: Redis already has
+    /// what this node holds) and writes only those whose record differs. Returns false
+    /// when the node started leaving meanwhile.
+    async fn reassert_batch(
+        &self,
+        batch: &[String],
+        now_ms: u64,
+        changed: &mut Vec<UserRecord>,
+    ) -> Result<bool, StoreError> {
+        let stored = self.get(batch, now_ms).await?;
+        for (user_id, stored) in batch.iter().zip(stored) {
+            let _serial = self.stripe(user_id).lock().await;
+            if self.closing.load(Ordering::SeqCst) {
+                // `close` removes what the node holds.
+                return Ok(false);
+            }
+            // What to write is read under the user's lock, not listed up front: a session
+            // that ended since the list was taken (its write took this lock) must not be
+            // written back, or it becomes a ghost that this node keeps re-asserting.
+            let (op, held, unwritten) = self.sync_op(user_id);
+            if !unwritten {
+                let mut after = stored.unwrap_or_else(|| UserRecord::new(user_id.as_str()));
+                if !apply_to_record(&mut after, &op, now_ms)? {
+                    // Redis has this node's sessions as held. (Read before the lock: a
+                    // later local write only made it more current.)
+                    if !held {
+                        // An index entry left behind: nothing of the user is here.
+                        self.remove_from_index(user_id).await?;
+                    }
+                    continue;
+                }
+            }
+            let min_version = self.min_version(user_id);
+            let (current, next) = self.write_through(&op, now_ms, min_version).await?;
+            self.hold(next.as_ref().unwrap_or(&current), &op);
+            changed.extend(next);
+        }
+        Ok(true)
+    }
+
+    /// The op that removes every session of this node from `user_id`'s record.
+    fn leave_op(&self, user_id: &str) -> Op {
+        Op::SyncNode {
+            user_id: user_id.to_owned(),
+            node_id: self.node_id.clone(),
+            sessions: Vec::new(),
+            chosen: None,
+            known: None,
+        }
     }
 
     /// Every user in this node's index.
@@ -542,14 +566,7 @@ impl RedisStore {
     fn sync_op(&self, user_id: &str) -> (Op, bool, bool) {
         let held = self.held.lock().unwrap();
         let Some(user) = held.users.get(user_id) else {
-            let op = Op::SyncNode {
-                user_id: user_id.to_owned(),
-                node_id: self.node_id.clone(),
-                sessions: Vec::new(),
-                chosen: None,
-                known: None,
-            };
-            return (op, false, false);
+            return (self.leave_op(user_id), false, false);
         };
         let unwritten = user.unwritten || user.unwritten_status.is_some();
         let op = Op::SyncNode {
@@ -779,29 +796,29 @@ impl Store for RedisStore {
             due.into_iter().map(|(_, user)| user).collect()
         };
         let mut changed = Vec::new();
-        let mut failed = 0;
+        let mut warned = false;
         for user_id in due {
             let expire = Op::ExpireLingering {
                 user_id: user_id.clone(),
             };
-            if let Err(e) = self
-                .apply_op(expire, now_ms)
-                .await
-                .map(|next| changed.extend(next))
-            {
-                // Every due user gets its turn: one failure must not drop the others'
-                // deadlines (they live only here). This one is tried again next time,
-                // unless nothing of the user is held any more (its lingering session was
-                // replaced or removed since): then there is nothing left to expire.
-                let mut held = self.held.lock().unwrap();
-                if held.users.contains_key(&user_id) {
-                    held.lingering.insert((now_ms, user_id));
+            let next = match self.apply_op(expire, now_ms).await {
+                Ok(next) => next,
+                Err(e) => {
+                    // Every due user gets its turn: one failure must not drop the others'
+                    // deadlines (they live only here). This one is tried again next time,
+                    // unless nothing of the user is held any more (its lingering session was
+                    // replaced or removed since): then there is nothing left to expire.
+                    let mut held = self.held.lock().unwrap();
+                    if held.users.contains_key(&user_id) {
+                        held.lingering.insert((now_ms, user_id));
+                    }
+                    if !std::mem::replace(&mut warned, true) {
+                        warn!(error = %e, "could not expire a lingering session; trying again");
+                    }
+                    continue;
                 }
-                failed += 1;
-                if failed == 1 {
-                    warn!(error = %e, "could not expire a lingering session; trying again");
-                }
-            }
+            };
+            changed.extend(next);
         }
         Ok(changed)
     }
@@ -832,13 +849,7 @@ impl Store for RedisStore {
         let users: Vec<String> = self.held.lock().unwrap().users.keys().cloned().collect();
         for user_id in users {
             let _serial = self.stripe(&user_id).lock().await;
-            let op = Op::SyncNode {
-                user_id: user_id.clone(),
-                node_id: self.node_id.clone(),
-                sessions: Vec::new(),
-                chosen: None,
-                known: None,
-            };
+            let op = self.leave_op(&user_id);
             match self
                 .write_through(&op, now_ms, self.min_version(&user_id))
                 .await
