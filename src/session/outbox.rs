@@ -260,10 +260,7 @@ impl Outbox {
             if !std::mem::take(&mut watch.awaiting_snapshot) {
                 continue;
             }
-            if watch.pending.is_some() && !watch.queued {
-                watch.queued = true;
-                inner.queue.push_back(id.clone());
-            }
+            queue_pending(watch, &mut inner.queue, id);
         }
         wake(inner);
     }
@@ -302,10 +299,7 @@ impl Outbox {
                 if newer.version > view.version && newer_hash != hash {
                     watch.seen_version = newer.version;
                     watch.pending = Some(Box::new((newer, newer_hash)));
-                    if !watch.queued {
-                        watch.queued = true;
-                        inner.queue.push_back(view.user_id.clone());
-                    }
+                    queue_pending(watch, &mut inner.queue, &view.user_id);
                 }
             }
         }
@@ -359,9 +353,7 @@ impl Outbox {
             inner.coalesced += 1;
             metrics::counter!(crate::metrics::UPDATES_COALESCED).increment(1);
         }
-        if watch.pending.is_some() && !watch.queued {
-            watch.queued = true;
-            inner.queue.push_back(pair.user_id.clone());
+        if queue_pending(watch, &mut inner.queue, &pair.user_id) {
             wake(inner);
         }
     }
@@ -416,6 +408,17 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Puts a watched user with a pending update in the send queue (once); returns whether it
+/// was added.
+fn queue_pending(watch: &mut Watch, queue: &mut VecDeque<String>, user_id: &str) -> bool {
+    if watch.pending.is_none() || watch.queued {
+        return false;
+    }
+    watch.queued = true;
+    queue.push_back(user_id.to_owned());
+    true
 }
 
 /// Frees an emptied queue's buffer: idle sessions are most sessions, and a retained buffer
