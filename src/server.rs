@@ -180,7 +180,52 @@ pub async fn serve(
         }
     }
 
-    // Drain.
+    let drain_started = tokio::time::Instant::now();
+    drain(&node, &health).await;
+    let _ = stop_tx.send(());
+    let _ = stop_admin.send(());
+    let deadline = drain_started + Duration::from_millis(config.shutdown_grace_ms);
+    if tokio::time::timeout_at(deadline, &mut transport)
+        .await
+        .is_err()
+    {
+        warn!("connections still open at the end of the shutdown grace; closing them");
+        transport.abort();
+    }
+    if let Some(admin) = admin {
+        // Change streams never end by themselves: do not wait for them.
+        admin.abort();
+    }
+    sweeper.abort();
+    if let Some(follower) = health_follower {
+        follower.abort();
+    }
+    // Lingering sessions of this node keep counting until their grace ends (a device may
+    // be reconnecting elsewhere); then the store forgets what this node still holds.
+    let now = node.now_ms();
+    if let Some(last) = node.store_linger_deadline() {
+        let wait = Duration::from_millis(last.saturating_sub(now));
+        let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(wait)).await;
+        if let Ok(changed) = node.store.reap(node.now_ms()).await {
+            node.publish(changed);
+        }
+    }
+    // The Redis bridge (lease renewals, re-asserts) stops before the store leaves the
+    // cluster, so nothing writes back the sessions `close` removes.
+    node.abort_tasks();
+    node.store.close(node.now_ms()).await;
+    node.supervisor.stop(None);
+    node.registry.stop(None);
+    info!("presence node stopped");
+    Ok(())
+}
+
+/// The drain: health NOT_SERVING, new sessions refused, every session told to `Reconnect`
+/// (jittered), and whatever is still open near the end of the grace ended with UNAVAILABLE.
+/// Returns when no session is left or the grace (less a margin to stop the transport) ran
+/// out.
+async fn drain(node: &Node, health: &tonic_health::server::HealthReporter) {
+    let config = &node.config;
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let deadline = tokio::time::Instant::now() + grace;
     // Kept back from the grace to end the last streams and stop the transport.
@@ -217,41 +262,6 @@ pub async fn serve(
         }
         let _ = tokio::time::timeout_at(deadline - margin / 2, node.sessions.wait_empty()).await;
     }
-    let _ = stop_tx.send(());
-    let _ = stop_admin.send(());
-    if tokio::time::timeout_at(deadline, &mut transport)
-        .await
-        .is_err()
-    {
-        warn!("connections still open at the end of the shutdown grace; closing them");
-        transport.abort();
-    }
-    if let Some(admin) = admin {
-        // Change streams never end by themselves: do not wait for them.
-        admin.abort();
-    }
-    sweeper.abort();
-    if let Some(follower) = health_follower {
-        follower.abort();
-    }
-    // Lingering sessions of this node keep counting until their grace ends (a device may
-    // be reconnecting elsewhere); then the store forgets what this node still holds.
-    let now = node.now_ms();
-    if let Some(last) = node.store_linger_deadline() {
-        let wait = Duration::from_millis(last.saturating_sub(now));
-        let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(wait)).await;
-        if let Ok(changed) = node.store.reap(node.now_ms()).await {
-            node.publish(changed);
-        }
-    }
-    // The Redis bridge (lease renewals, re-asserts) stops before the store leaves the
-    // cluster, so nothing writes back the sessions `close` removes.
-    node.abort_tasks();
-    node.store.close(node.now_ms()).await;
-    node.supervisor.stop(None);
-    node.registry.stop(None);
-    info!("presence node stopped");
-    Ok(())
 }
 
 /// Serves the admin API on its own address until `stop`.

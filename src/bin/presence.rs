@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use presence_node::client::{
-    self, format_presence, format_time_of_day, now_ms, status_name, ClientError, Credentials,
-    Session,
+use presence_node::client::format::{
+    error_code_name, format_presence, format_time_of_day, now_ms, parse_status, status_name,
 };
+use presence_node::client::{self, ClientError, Credentials, Session};
 use presence_node::proto::{server_frame, Hello, Presence, Status, Welcome};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -87,7 +87,7 @@ enum Command {
 }
 
 fn parse_status_arg(s: &str) -> Result<Status, String> {
-    client::parse_status(s).ok_or_else(|| "expected online, away, busy or invisible".to_string())
+    parse_status(s).ok_or_else(|| "expected online, away, busy or invisible".to_string())
 }
 
 /// Why the command stopped unsuccessfully.
@@ -513,7 +513,7 @@ fn warn(error: &presence_node::proto::Error) {
         std::io::stderr(),
         "presence: frame {} refused: {}: {}",
         error.r#ref,
-        client::error_code_name(error.code),
+        error_code_name(error.code),
         error.message
     );
 }
