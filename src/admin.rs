@@ -10,8 +10,9 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::connection::Target;
+use crate::errors;
 use crate::node::Node;
+use crate::peers::ControlCommand;
 use crate::proto::presence_admin_service_server::PresenceAdminService;
 use crate::proto::{
     DisconnectMode, DisconnectRequest, DisconnectResponse, ListSessionsRequest,
@@ -54,9 +55,7 @@ impl AdminApi {
         if constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
             Ok(())
         } else {
-            Err(Status::unauthenticated(
-                "admin token required (authorization: Bearer <token>)",
-            ))
+            Err(errors::admin::token_required())
         }
     }
 
@@ -64,7 +63,7 @@ impl AdminApi {
         self.node
             .limits
             .check_lookup_ids(ids)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+            .map_err(errors::invalid_argument)
     }
 
     async fn records(
@@ -75,7 +74,7 @@ impl AdminApi {
             .store
             .get(ids, self.node.now_ms())
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))
+            .map_err(|e| errors::store(&e))
     }
 }
 
@@ -145,7 +144,7 @@ impl PresenceAdminService for AdminApi {
         let reconnect = match DisconnectMode::try_from(req.mode) {
             Ok(DisconnectMode::Reconnect) => true,
             Ok(DisconnectMode::End) => false,
-            _ => return Err(Status::invalid_argument("mode must be RECONNECT or END")),
+            _ => return Err(errors::admin::bad_disconnect_mode()),
         };
         let session = (!req.session_id.is_empty()).then_some(req.session_id.as_str());
         let reason = if req.reason.is_empty() {
@@ -158,7 +157,7 @@ impl PresenceAdminService for AdminApi {
             .disconnect_local(&req.user_id, session, &reason, reconnect);
         // Sessions held by other nodes (cluster mode): one command per node.
         let mut forwarded = 0;
-        if let Some(cluster) = &self.node.cluster {
+        if let Some(peers) = &self.node.peers {
             let record = self.records(std::slice::from_ref(&req.user_id)).await?;
             let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
             for s in record.into_iter().flatten().flat_map(|r| r.sessions) {
@@ -169,18 +168,17 @@ impl PresenceAdminService for AdminApi {
                     *per_node.entry(s.node_id).or_default() += 1;
                 }
             }
-            let mode = if reconnect { "reconnect" } else { "end" };
-            let command = format!(
-                "disconnect\t{mode}\t{}\t{}\t{}",
-                req.user_id,
-                session.unwrap_or_default(),
-                reason.replace('\t', " ")
-            );
+            let command = ControlCommand::Disconnect {
+                user_id: req.user_id.clone(),
+                session_id: session.map(str::to_owned),
+                reason,
+                reconnect,
+            };
             for (node, count) in per_node {
-                cluster
-                    .send_control(&node, &command)
+                peers
+                    .send(&node, &command)
                     .await
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                    .map_err(|e| errors::store(&e))?;
                 forwarded += count;
             }
         }
@@ -195,28 +193,28 @@ impl PresenceAdminService for AdminApi {
         request: Request<StatsRequest>,
     ) -> Result<Response<StatsResponse>, Status> {
         self.authorize(&request)?;
-        let nodes = match &self.node.cluster {
-            Some(cluster) => cluster
-                .node_stats()
+        let nodes = match &self.node.peers {
+            Some(peers) => peers
+                .stats()
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?
+                .map_err(|e| errors::store(&e))?
                 .into_iter()
-                .map(|(node_id, lease_expires_ms, sessions, users_online)| {
+                .map(|peer| {
                     // This node's own numbers are fresher than its last lease renewal.
-                    if node_id == self.node.node_id {
-                        NodeStats {
-                            sessions: self.node.sessions.len() as u64,
-                            users_online: self.node.sessions.users() as u64,
-                            node_id,
-                            lease_expires_ms,
-                        }
-                    } else {
-                        NodeStats {
-                            node_id,
-                            sessions,
-                            users_online,
-                            lease_expires_ms,
-                        }
+                    let own = peer.node_id == self.node.node_id;
+                    NodeStats {
+                        sessions: if own {
+                            self.node.sessions.len() as u64
+                        } else {
+                            peer.sessions
+                        },
+                        users_online: if own {
+                            self.node.sessions.users() as u64
+                        } else {
+                            peer.users_online
+                        },
+                        node_id: peer.node_id,
+                        lease_expires_ms: peer.lease_expires_ms,
                     }
                 })
                 .collect(),
@@ -243,11 +241,9 @@ impl PresenceAdminService for AdminApi {
         let ids = request.into_inner().user_ids;
         self.check_ids(&ids)?;
         if ids.is_empty() {
-            if let Some(cluster) = &self.node.cluster {
-                if matches!(cluster.target().target, Target::Cluster(_)) {
-                    return Err(Status::failed_precondition(
-                        "watching every user needs one Redis: Redis Cluster has no sharded pattern subscription; give user_ids",
-                    ));
+            if let Some(peers) = &self.node.peers {
+                if !peers.can_watch_everyone() {
+                    return Err(errors::admin::cannot_watch_everyone());
                 }
             }
         }
@@ -266,7 +262,7 @@ impl PresenceAdminService for AdminApi {
             .call(|reply| RegistryMsg::WatchChanges(watcher, reply), None)
             .await;
         if !matches!(registered, Ok(ractor::rpc::CallResult::Success(()))) {
-            return Err(Status::unavailable("node stopping"));
+            return Err(errors::stopping());
         }
         let guard = Unregister {
             registry: self.node.registry.clone(),
@@ -288,9 +284,7 @@ impl PresenceAdminService for AdminApi {
                         Some((Ok(change), (rx, overflowed, guard, node_id, false)))
                     }
                     None if overflowed.load(Ordering::SeqCst) => Some((
-                        Err(Status::resource_exhausted(
-                            "change stream fell too far behind; resubscribe and resync with GetPresence",
-                        )),
+                        Err(errors::admin::change_stream_behind()),
                         (rx, overflowed, guard, node_id, true),
                     )),
                     None => None,

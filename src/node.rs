@@ -9,11 +9,11 @@ use ractor::ActorRef;
 use crate::auth::Authenticator;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::peers::{ControlCommand, Peers};
 use crate::presence::{Limits, UserRecord};
 use crate::registry::{RegistryMsg, SessionKey};
-use crate::session::supervisor::SupervisorMsg;
 use crate::session::table::SessionTable;
-use crate::store::Store;
+use crate::store::{Op, Store, StoreError};
 
 pub struct Node {
     pub config: Config,
@@ -23,10 +23,9 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
     pub registry: ActorRef<RegistryMsg>,
-    pub supervisor: ActorRef<SupervisorMsg>,
     pub sessions: SessionTable,
-    /// Cluster mode: the Redis store's cluster-wide operations (admin stats, forwarding).
-    pub cluster: Option<Arc<crate::cluster::RedisStore>>,
+    /// Cluster mode: the other nodes (admin stats, forwarded disconnects).
+    pub peers: Option<Arc<dyn Peers>>,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -39,16 +38,17 @@ pub struct Node {
 }
 
 impl Node {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: Config,
-        node_id: String,
-        clock: SharedClock,
-        store: Arc<dyn Store>,
-        auth: Authenticator,
-        registry: ActorRef<RegistryMsg>,
-        supervisor: ActorRef<SupervisorMsg>,
-    ) -> Self {
+    /// A node of `parts`; it serves nothing until `server::serve`.
+    pub fn new(parts: NodeParts) -> Self {
+        let NodeParts {
+            config,
+            node_id,
+            clock,
+            store,
+            auth,
+            registry,
+            peers,
+        } = parts;
         Self {
             limits: config.limits(),
             config,
@@ -57,9 +57,8 @@ impl Node {
             store,
             auth,
             registry,
-            supervisor,
             sessions: SessionTable::default(),
-            cluster: None,
+            peers,
             draining: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             incarnation: rand::random(),
@@ -122,14 +121,35 @@ impl Node {
         actors.len()
     }
 
-    /// An admin command from another node (cluster mode): `disconnect <TAB> reconnect|end
-    /// <TAB> user <TAB> session (or empty) <TAB> reason`.
-    pub fn handle_control(&self, command: &str) {
-        let parts: Vec<&str> = command.splitn(5, '\t').collect();
-        if let ["disconnect", mode, user, session, reason] = parts.as_slice() {
-            let session = (!session.is_empty()).then_some(*session);
-            self.disconnect_local(user, session, reason, *mode == "reconnect");
+    /// A command from another node (cluster mode), in its wire form; anything else is
+    /// ignored.
+    pub fn handle_control(&self, wire: &str) {
+        match ControlCommand::decode(wire) {
+            Some(ControlCommand::Disconnect {
+                user_id,
+                session_id,
+                reason,
+                reconnect,
+            }) => {
+                self.disconnect_local(&user_id, session_id.as_deref(), &reason, reconnect);
+            }
+            None => tracing::debug!(command = wire, "unknown control command ignored"),
         }
+    }
+
+    /// Applies one write to the store and hands the changed record to the registry for
+    /// fan-out: the one way the node changes a record.
+    pub async fn write(&self, op: Op) -> Result<(), StoreError> {
+        let changed = self.store.apply_one(op, self.now_ms()).await?;
+        self.publish(changed.into_iter().collect());
+        Ok(())
+    }
+
+    /// Periodic upkeep of the store (ended graces, retention), changes fanned out.
+    pub async fn reap(&self) -> Result<(), StoreError> {
+        let changed = self.store.reap(self.now_ms()).await?;
+        self.publish(changed);
+        Ok(())
     }
 
     /// Hands changed records to the registry for fan-out.
@@ -139,4 +159,15 @@ impl Node {
             let _ = self.registry.cast(RegistryMsg::Publish(records));
         }
     }
+}
+
+/// What a node is made of (`Node::new`).
+pub struct NodeParts {
+    pub config: Config,
+    pub node_id: String,
+    pub clock: SharedClock,
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+    pub registry: ActorRef<RegistryMsg>,
+    pub peers: Option<Arc<dyn Peers>>,
 }

@@ -19,13 +19,14 @@ use tracing::{info, warn};
 
 use crate::clock::SharedClock;
 use crate::cluster::bridge::{self, BridgeTimings};
-use crate::cluster::{Interest, RedisStore};
+use crate::cluster::RedisStore;
 use crate::config::Config;
-use crate::node::Node;
+use crate::node::{Node, NodeParts};
+use crate::peers::Peers;
 use crate::proto::presence_service_server::PresenceServiceServer;
-use crate::registry::Registry;
+use crate::registry::{Interest, Registry};
 use crate::service::PresenceApi;
-use crate::session::supervisor::{SessionSupervisor, SupervisorMsg};
+use crate::session::supervisor::SessionSupervisor;
 use crate::session::SessionMsg;
 use crate::store::{MemoryStore, Store};
 use crate::sweeper;
@@ -86,25 +87,20 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
     let (registry, _) = Actor::spawn(None, Registry, interest)
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
-    let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ())
-        .await
-        .map_err(|e| ServerError::Actor(e.to_string()))?;
     let timings =
         BridgeTimings::from_lease_ttl(config.node_lease_ttl_ms, config.resync_interval_ms);
-    let mut node = Node::new(
+    let peers = cluster
+        .as_ref()
+        .map(|(store, _)| store.clone() as Arc<dyn Peers>);
+    let node = Arc::new(Node::new(NodeParts {
         config,
         node_id,
         clock,
         store,
         auth,
         registry,
-        supervisor.clone(),
-    );
-    node.cluster = cluster.as_ref().map(|(store, _)| store.clone());
-    let node = Arc::new(node);
-    supervisor
-        .cast(SupervisorMsg::Attach(Arc::downgrade(&node)))
-        .map_err(|e| ServerError::Actor(e.to_string()))?;
+        peers,
+    }));
     if let Some((store, interest)) = cluster {
         info!(node_id = %node.node_id, "cluster mode: state in Redis");
         let bridge = tokio::spawn(bridge::run(node.clone(), store, interest, timings));
@@ -133,8 +129,12 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    let presence = PresenceServiceServer::new(PresenceApi::new(node.clone()))
-        .max_decoding_message_size(config.max_message_bytes);
+    let (supervisor, _) = Actor::spawn(None, SessionSupervisor, node.clone())
+        .await
+        .map_err(|e| ServerError::Actor(e.to_string()))?;
+    let presence =
+        PresenceServiceServer::new(PresenceApi::new(node.clone(), supervisor.get_cell()))
+            .max_decoding_message_size(config.max_message_bytes);
 
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -206,15 +206,13 @@ pub async fn serve(
     if let Some(last) = node.store_linger_deadline() {
         let wait = Duration::from_millis(last.saturating_sub(now));
         let _ = tokio::time::timeout_at(deadline, tokio::time::sleep(wait)).await;
-        if let Ok(changed) = node.store.reap(node.now_ms()).await {
-            node.publish(changed);
-        }
+        let _ = node.reap().await;
     }
     // The Redis bridge (lease renewals, re-asserts) stops before the store leaves the
     // cluster, so nothing writes back the sessions `close` removes.
     node.abort_tasks();
     node.store.close(node.now_ms()).await;
-    node.supervisor.stop(None);
+    supervisor.stop(None);
     node.registry.stop(None);
     info!("presence node stopped");
     Ok(())

@@ -1,12 +1,13 @@
-//! The gRPC edge of `presence.v1.PresenceService`: identity, admission, and the one place
-//! where internal errors become `tonic::Status`.
+//! The gRPC edge of `presence.v1.PresenceService`: identity and admission of each call; the
+//! statuses it answers with come from `errors`.
 
 use std::sync::Arc;
 
-use ractor::Actor;
+use ractor::{Actor, ActorCell};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::Identity;
+use crate::errors;
 use crate::node::Node;
 use crate::presence::UserRecord;
 use crate::proto::presence_service_server::PresenceService;
@@ -14,15 +15,16 @@ use crate::proto::{ClientFrame, GetPresenceRequest, GetPresenceResponse};
 use crate::session::actor::SessionActor;
 use crate::session::outbox::{Outbox, OutboxStream};
 use crate::session::SessionArgs;
-use crate::store::StoreError;
 
 pub struct PresenceApi {
     node: Arc<Node>,
+    /// Session actors are spawned linked to it, so a crashing one is cleaned up.
+    supervisor: ActorCell,
 }
 
 impl PresenceApi {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, supervisor: ActorCell) -> Self {
+        Self { node, supervisor }
     }
 
     /// The caller's identity, checked once when the call starts.
@@ -31,39 +33,12 @@ impl PresenceApi {
             .node
             .auth
             .authenticate(metadata, self.node.now_ms())
-            .map_err(auth_status)?;
+            .map_err(errors::unauthenticated)?;
         self.node
             .limits
             .check_user_id(&identity.user_id)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            .map_err(errors::unauthenticated)?;
         Ok(identity)
-    }
-}
-
-/// Refusal of a session over the node's cap, with gRPC's standard retry hint
-/// (`grpc-retry-pushback-ms`, jittered) so clients back off and the load balancer can pick
-/// another node.
-fn shed(max: usize) -> Status {
-    let mut status = Status::resource_exhausted(format!(
-        "node at capacity ({max} sessions); retry later or elsewhere"
-    ));
-    let retry_ms = rand::random_range(1_000..=5_000u64);
-    if let Ok(value) = retry_ms.to_string().parse() {
-        status
-            .metadata_mut()
-            .insert("grpc-retry-pushback-ms", value);
-    }
-    status
-}
-
-fn auth_status(e: AuthError) -> Status {
-    Status::unauthenticated(e.to_string())
-}
-
-fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Unavailable(msg) | StoreError::Contended(msg) => Status::unavailable(msg),
-        StoreError::Record(e) => Status::resource_exhausted(e.to_string()),
     }
 }
 
@@ -77,13 +52,11 @@ impl PresenceService for PresenceApi {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let identity = self.identify(request.metadata())?;
         if self.node.is_draining() {
-            return Err(Status::unavailable(
-                "node draining; reconnect to another node",
-            ));
+            return Err(errors::draining());
         }
         if let Some(max) = self.node.config.max_sessions {
             if self.node.sessions.len() >= max {
-                return Err(shed(max));
+                return Err(errors::node_at_capacity(max));
             }
         }
         let outbox = Outbox::new(identity.user_id.clone(), self.node.config.max_unread_frames);
@@ -96,11 +69,10 @@ impl PresenceService for PresenceApi {
             outbox: outbox.clone(),
             inbound: request.into_inner(),
         };
-        let spawned =
-            Actor::spawn_linked(None, SessionActor, args, self.node.supervisor.get_cell()).await;
+        let spawned = Actor::spawn_linked(None, SessionActor, args, self.supervisor.clone()).await;
         match spawned {
             Ok(_) => Ok(Response::new(OutboxStream::new(outbox))),
-            Err(e) => Err(Status::unavailable(format!("cannot start a session: {e}"))),
+            Err(e) => Err(errors::cannot_start_session(e)),
         }
     }
 
@@ -113,13 +85,13 @@ impl PresenceService for PresenceApi {
         self.node
             .limits
             .check_lookup_ids(&ids)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(errors::invalid_argument)?;
         let records = self
             .node
             .store
             .get(&ids, self.node.now_ms())
             .await
-            .map_err(store_status)?;
+            .map_err(|e| errors::store(&e))?;
         let presences = ids
             .iter()
             .zip(records)

@@ -28,8 +28,7 @@ pub async fn sweep(node: &Node) {
         // The actor may be ending already; then there is nothing to do.
         let _ = actor.cast(SessionMsg::Expire(expiry));
     }
-    match node.store.reap(now).await {
-        Ok(changed) => node.publish(changed),
-        Err(e) => warn!(error = %e, "could not reap lingering sessions"),
+    if let Err(e) = node.reap().await {
+        warn!(error = %e, "could not reap lingering sessions");
     }
 }

@@ -7,11 +7,10 @@
 //! are hints and the resync repairs whatever was missed.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
@@ -19,6 +18,7 @@ use super::codec;
 use super::connection::{Event, Subscriber};
 use super::store::RedisStore;
 use crate::node::Node;
+use crate::registry::Interest;
 use crate::store::{Store, StoreError};
 
 /// Channels subscribed or unsubscribed per command.
@@ -27,49 +27,6 @@ const SUBSCRIBE_BATCH: usize = 500;
 const RESYNC_BATCH: usize = 500;
 /// Events handed to the registry in one message at most.
 const EVENT_BATCH: usize = 256;
-
-/// The users local sessions watch: what the bridge must be subscribed to. The registry
-/// edits it; the bridge follows. A set, not a queue of changes, so it never grows beyond
-/// the watched users however far the bridge falls behind.
-#[derive(Default)]
-pub struct Interest {
-    desired: Mutex<HashSet<String>>,
-    /// Change streams that want every user (admin `WatchChanges` without ids).
-    everyone: std::sync::atomic::AtomicUsize,
-    changed: Notify,
-}
-
-impl Interest {
-    pub fn add(&self, user_id: &str) {
-        self.desired.lock().unwrap().insert(user_id.to_owned());
-        self.changed.notify_one();
-    }
-
-    pub fn remove(&self, user_id: &str) {
-        self.desired.lock().unwrap().remove(user_id);
-        self.changed.notify_one();
-    }
-
-    pub fn add_everyone(&self) {
-        self.everyone
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_one();
-    }
-
-    pub fn remove_everyone(&self) {
-        self.everyone
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_one();
-    }
-
-    fn wants_everyone(&self) -> bool {
-        self.everyone.load(std::sync::atomic::Ordering::SeqCst) > 0
-    }
-
-    fn snapshot(&self) -> HashSet<String> {
-        self.desired.lock().unwrap().clone()
-    }
-}
 
 /// Timings of the bridge's periodic work.
 #[derive(Debug, Clone)]
@@ -268,7 +225,7 @@ async fn serve_connection(
                     background.request(node, store, interest, "gap");
                 }
             }
-            _ = interest.changed.notified() => {
+            _ = interest.changed() => {
                 let added = reconcile(store, interest, &mut events, &mut subscribed).await?;
                 // A session read these users before their channel was subscribed to; a
                 // change published in between reached nobody here (pub/sub keeps nothing).

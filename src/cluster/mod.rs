@@ -13,7 +13,7 @@ pub mod bridge;
 pub mod codec;
 pub mod connection;
 pub mod keys;
+mod peers;
 pub mod store;
 
-pub use bridge::Interest;
 pub use store::RedisStore;

@@ -17,11 +17,13 @@ use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tonic::Streaming;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::end::{close_session, End};
 use super::outbox::{Outbox, Overflow};
 use super::table::SessionSlot;
 use crate::auth::Identity;
+use crate::errors;
 use crate::node::Node;
 use crate::presence::{LimitError, SessionEntry, UserRecord};
 use crate::proto::{
@@ -29,7 +31,7 @@ use crate::proto::{
     HeartbeatAck, Hello, Reconnect, SetStatus, Subscribe, Unsubscribe, Welcome,
 };
 use crate::registry::{RegistryMsg, SessionKey};
-use crate::store::{Op, StoreError};
+use crate::store::Op;
 
 pub enum SessionMsg {
     /// A frame from the device; the reader waits for the reply before reading the next.
@@ -57,73 +59,6 @@ pub enum Expiry {
     CredentialExpired,
     /// The session reached the max session age: ask it to reconnect (rebalancing).
     MaxAge,
-}
-
-/// How a session ended.
-#[derive(Debug)]
-enum End {
-    /// Clean half-close by the client: stops counting at once.
-    Clean,
-    /// TTL (or hello timeout) passed: at once, the TTL already waited.
-    Silent,
-    CredentialExpired,
-    /// Reset or transport error: lingers for the offline grace.
-    Abrupt(tonic::Status),
-    /// The session was refused (bad hello, limits, draining) or broke the protocol.
-    Refused(tonic::Status),
-    /// The device does not read its replies.
-    SlowConsumer,
-    /// Still open when the shutdown grace ran out.
-    ShutdownGraceOver,
-    /// The actor stopped without saying why (crash, node stop).
-    Stopped,
-    /// An operator ended it (admin `Disconnect`).
-    Kicked(String),
-}
-
-impl End {
-    /// The `reason` label of the sessions-closed metric.
-    fn label(&self) -> &'static str {
-        match self {
-            End::Clean => "clean",
-            End::Silent => "ttl",
-            End::CredentialExpired => "credential_expired",
-            End::Abrupt(_) => "abrupt",
-            End::Refused(_) => "refused",
-            End::SlowConsumer => "slow_consumer",
-            End::ShutdownGraceOver => "shutdown",
-            End::Stopped => "stopped",
-            End::Kicked(_) => "admin",
-        }
-    }
-
-    /// Whether the session keeps counting for the offline grace, so a quick reconnect is
-    /// invisible to watchers.
-    fn lingers(&self) -> bool {
-        matches!(
-            self,
-            End::Abrupt(_) | End::SlowConsumer | End::ShutdownGraceOver | End::Stopped
-        )
-    }
-
-    fn stream_result(&self) -> Result<(), tonic::Status> {
-        match self {
-            End::Clean => Ok(()),
-            End::Silent => Err(tonic::Status::deadline_exceeded(
-                "no frame within the session ttl",
-            )),
-            End::CredentialExpired => Err(tonic::Status::unauthenticated("credential expired")),
-            End::Abrupt(status) | End::Refused(status) => Err(status.clone()),
-            End::SlowConsumer => Err(tonic::Status::resource_exhausted(
-                "slow consumer: too many unread frames",
-            )),
-            End::ShutdownGraceOver => Err(tonic::Status::unavailable("node shutting down")),
-            End::Stopped => Err(tonic::Status::unavailable("session stopped")),
-            End::Kicked(reason) => Err(tonic::Status::aborted(format!(
-                "disconnected by an operator: {reason}"
-            ))),
-        }
-    }
 }
 
 impl From<Overflow> for End {
@@ -362,9 +297,7 @@ impl SessionState {
             if self.device.is_none() {
                 // Before hello nothing but hello is accepted, or empty frames could hold
                 // a session that never said hello (and never counted) open.
-                return Err(End::Refused(tonic::Status::invalid_argument(
-                    "the first frame must be hello",
-                )));
+                return Err(End::Refused(errors::hello_expected()));
             }
             return self
                 .refuse(reference, ErrorCode::InvalidArgument, "empty frame")
@@ -373,9 +306,7 @@ impl SessionState {
         if self.device.is_none() {
             return match kind {
                 client_frame::Kind::Hello(hello) => self.on_hello(hello).await,
-                _ => Err(End::Refused(tonic::Status::invalid_argument(
-                    "the first frame must be hello",
-                ))),
+                _ => Err(End::Refused(errors::hello_expected())),
             };
         }
         match kind {
@@ -428,7 +359,7 @@ impl SessionState {
 
     async fn on_hello(&mut self, hello: Hello) -> Result<(), End> {
         let limits = &self.node.limits;
-        let invalid = |e: LimitError| End::Refused(tonic::Status::invalid_argument(e.to_string()));
+        let invalid = |e: LimitError| End::Refused(errors::invalid_argument(e));
         limits.check_device(&hello.device).map_err(invalid)?;
         let initial = match hello.status {
             Some(status) => Some((
@@ -440,7 +371,7 @@ impl SessionState {
             None => None,
         };
         if self.node.is_draining() {
-            return Err(End::Refused(tonic::Status::unavailable("node draining")));
+            return Err(End::Refused(errors::draining()));
         }
         let now = self.node.now_ms();
         let op = Op::Open {
@@ -455,16 +386,8 @@ impl SessionState {
             initial,
             max_live_sessions: limits.max_sessions_per_user,
         };
-        match self.node.store.apply_one(op, now).await {
-            Ok(changed) => self.node.publish(changed.into_iter().collect()),
-            Err(StoreError::Record(e)) => {
-                return Err(End::Refused(tonic::Status::resource_exhausted(
-                    e.to_string(),
-                )))
-            }
-            Err(e @ (StoreError::Unavailable(_) | StoreError::Contended(_))) => {
-                return Err(End::Refused(tonic::Status::unavailable(e.to_string())))
-            }
+        if let Err(e) = self.node.write(op).await {
+            return Err(End::Refused(errors::store(&e)));
         }
         self.device = Some(hello.device);
         metrics::counter!(crate::metrics::SESSIONS_OPENED).increment(1);
@@ -495,19 +418,15 @@ impl SessionState {
             Ok(status) => status,
             Err(e) => return self.refuse_limit(reference, e).await,
         };
-        let now = self.node.now_ms();
         let op = Op::SetStatus {
             user_id: self.user_id.clone(),
             status,
             text: set.status_text,
         };
-        match self.node.store.apply_one(op, now).await {
-            Ok(changed) => self.node.publish(changed.into_iter().collect()),
-            Err(e) => {
-                return self
-                    .refuse(reference, ErrorCode::Unavailable, e.to_string())
-                    .await
-            }
+        if let Err(e) = self.node.write(op).await {
+            return self
+                .refuse(reference, ErrorCode::Unavailable, e.to_string())
+                .await;
         }
         self.reply(server_frame::Kind::Ack(Ack { r#ref: reference }))
             .await
@@ -613,8 +532,8 @@ impl SessionState {
             .await
     }
 
-    /// Ends the session once: the store forgets it (now or after the grace), watchers are
-    /// told, the registry forgets its watch list and the stream ends.
+    /// Ends the session once (see `close_session`); an operator's END means gone now, even
+    /// for a session told to move.
     async fn finish(&mut self, end: End) {
         if self.ended {
             return;
@@ -623,32 +542,23 @@ impl SessionState {
         if let Some(reader) = self.reader.take() {
             reader.abort();
         }
-        self.node.sessions.remove(self.key);
-        if self.device.is_some() {
-            let now = self.node.now_ms();
-            // An operator's END means gone now, even for a session told to move.
-            let kicked = matches!(end, End::Kicked(_));
-            let linger = !kicked && (end.lingers() || self.moving || self.node.is_draining());
-            let op = Op::End {
-                user_id: self.user_id.clone(),
-                session_id: self.session_id.clone(),
-                linger_until_ms: linger.then(|| now + self.node.config.offline_grace_ms),
-            };
-            match self.node.store.apply_one(op, now).await {
-                Ok(changed) => self.node.publish(changed.into_iter().collect()),
-                Err(e) => warn!(user = %self.user_id, session = %self.session_id, error = %e,
-                    "could not record the end of a session"),
-            }
-        }
-        let watched = self.outbox.watched_ids();
-        if !watched.is_empty() {
-            let _ = self.node.registry.cast(RegistryMsg::Unwatch {
-                session: self.key,
-                user_ids: watched,
-            });
-        }
+        // Taken already: the supervisor cleaned up after a crash.
+        let Some(slot) = self.node.sessions.remove(self.key) else {
+            return;
+        };
+        let kicked = matches!(end, End::Kicked(_));
+        let linger = !kicked && (end.lingers() || self.moving || self.node.is_draining());
+        let counted = self.device.is_some();
         metrics::counter!(crate::metrics::SESSIONS_CLOSED, "reason" => end.label()).increment(1);
         debug!(user = %self.user_id, session = %self.session_id, end = ?end, "session ended");
-        self.outbox.close(end.stream_result());
+        close_session(
+            &self.node,
+            self.key,
+            slot,
+            counted,
+            linger,
+            end.stream_result(),
+        )
+        .await;
     }
 }

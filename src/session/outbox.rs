@@ -152,9 +152,7 @@ impl Outbox {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    inner.ending = Some(Err(tonic::Status::resource_exhausted(
-                        "slow consumer: replies not read",
-                    )));
+                    inner.ending = Some(Err(crate::errors::session::slow_consumer()));
                     wake(&mut inner);
                     return Err(Overflow::SlowConsumer);
                 }
@@ -184,9 +182,7 @@ impl Outbox {
             return Err(Overflow::Closed);
         }
         if inner.control.len() >= max_control_frames + UNSOLICITED_SLACK {
-            inner.ending = Some(Err(tonic::Status::resource_exhausted(
-                "slow consumer: too many unread frames",
-            )));
+            inner.ending = Some(Err(crate::errors::session::slow_consumer()));
             wake(inner);
             return Err(Overflow::SlowConsumer);
         }
@@ -398,7 +394,7 @@ impl Outbox {
             Some(Ok(())) => Poll::Ready(None),
             Some(Err(status)) => {
                 // Report the status once, then end.
-                let status = std::mem::replace(status, tonic::Status::ok(""));
+                let status = std::mem::replace(status, crate::errors::session::reported());
                 inner.ending = Some(Ok(()));
                 Poll::Ready(Some(Err(status)))
             }

@@ -6,70 +6,49 @@
 //! would make every session start wait in one queue); on a crash it finds the session by
 //! its actor id in the session table.
 
-use std::sync::Weak;
+use std::sync::Arc;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tracing::{error, warn};
+use tracing::error;
 
+use super::end::close_session;
+use crate::errors;
 use crate::node::Node;
-use crate::registry::RegistryMsg;
-use crate::store::Op;
 
-pub enum SupervisorMsg {
-    /// The node this supervisor works for (created after the supervisor).
-    Attach(Weak<Node>),
-}
-
+/// Spawned by `server::serve` for the node it serves; it has no messages of its own, only
+/// supervision events.
 pub struct SessionSupervisor;
 
-#[derive(Default)]
-pub struct SupervisorState {
-    node: Option<Weak<Node>>,
-}
-
 impl Actor for SessionSupervisor {
-    type Msg = SupervisorMsg;
-    type State = SupervisorState;
-    type Arguments = ();
+    type Msg = ();
+    type State = Arc<Node>;
+    type Arguments = Arc<Node>;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
-        _args: (),
-    ) -> Result<SupervisorState, ActorProcessingErr> {
-        Ok(SupervisorState::default())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<SupervisorMsg>,
-        message: SupervisorMsg,
-        state: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            SupervisorMsg::Attach(node) => state.node = Some(node),
-        }
-        Ok(())
+        _myself: ActorRef<()>,
+        node: Arc<Node>,
+    ) -> Result<Arc<Node>, ActorProcessingErr> {
+        Ok(node)
     }
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        _myself: ActorRef<()>,
         event: SupervisionEvent,
-        state: &mut SupervisorState,
+        node: &mut Arc<Node>,
     ) -> Result<(), ActorProcessingErr> {
         // Overridden so that a child's exit never stops the supervisor (the default does).
         if let SupervisionEvent::ActorFailed(cell, err) = event {
             error!(actor = %cell.get_id(), error = %err, "session actor crashed");
-            if let Some(node) = state.node.as_ref().and_then(Weak::upgrade) {
-                clean_up_crashed(&node, cell.get_id()).await;
-            }
+            clean_up_crashed(node, cell.get_id()).await;
         }
         Ok(())
     }
 }
 
-/// Does what the crashed actor could not: the first to take the table slot cleans up.
+/// Does what the crashed actor could not: the first to take the table slot cleans up. The
+/// session lingers like any abrupt end (the device will likely reconnect).
 async fn clean_up_crashed(node: &Node, actor: ActorId) {
     let Some(key) = node.sessions.key_of_actor(actor) else {
         return;
@@ -77,25 +56,7 @@ async fn clean_up_crashed(node: &Node, actor: ActorId) {
     let Some(slot) = node.sessions.remove(key) else {
         return;
     };
-    let now = node.now_ms();
-    let op = Op::End {
-        user_id: slot.user_id.clone(),
-        session_id: slot.session_id.clone(),
-        linger_until_ms: Some(now + node.config.offline_grace_ms),
-    };
-    match node.store.apply_one(op, now).await {
-        Ok(changed) => node.publish(changed.into_iter().collect()),
-        Err(e) => warn!(session = %slot.session_id, error = %e, "could not end a crashed session"),
-    }
-    let watched = slot.outbox.watched_ids();
-    if !watched.is_empty() {
-        let _ = node.registry.cast(RegistryMsg::Unwatch {
-            session: key,
-            user_ids: watched,
-        });
-    }
-    slot.outbox
-        .close(Err(tonic::Status::internal("session failed; reconnect")));
+    close_session(node, key, slot, true, true, Err(errors::session::crashed())).await;
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::cluster::Interest;
+mod interest;
+pub use interest::Interest;
+
 use crate::presence::UserRecord;
 use crate::session::outbox::{Outbox, ViewPair};
 
