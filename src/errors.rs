@@ -86,6 +86,11 @@ pub mod session {
         Status::unavailable("node shutting down")
     }
 
+    /// The client reset its stream (`RST_STREAM`): an abrupt end, whatever tonic says.
+    pub fn cancelled() -> Status {
+        Status::cancelled("stream reset by the client")
+    }
+
     /// The actor stopped without saying why.
     pub fn stopped() -> Status {
         Status::unavailable("session stopped")

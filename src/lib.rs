@@ -15,6 +15,9 @@
 //! - `service`: the gRPC edge (identity, admission, errors to `tonic::Status`).
 //! - `admin`: the admin API (sessions, disconnect, stats, change stream), own address.
 //! - `server`: start, serve, drain on shutdown.
+//! - `transport`: what the transports add under the session protocol (how a request ended).
+//! - `errors`: every gRPC status the node answers with, built in one place.
+//! - `peers`: the other nodes of a cluster as the core sees them (stats, control commands).
 //! - `node`: what all of the above share.
 //! - `auth`: identity from call metadata (insecure `x-user-id` or JWT).
 //! - `config`: settings as flags and environment variables, checked at start.
@@ -41,3 +44,4 @@ pub mod session;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod transport;

@@ -30,6 +30,7 @@ use crate::session::supervisor::SessionSupervisor;
 use crate::session::SessionMsg;
 use crate::store::{MemoryStore, Store};
 use crate::sweeper;
+use crate::transport::request_end::EndAware;
 
 /// The gRPC service name of `PresenceService`, as health checks name it.
 pub const SERVICE_NAME: &str = "presence.v1.PresenceService";
@@ -132,9 +133,11 @@ pub async fn serve(
     let (supervisor, _) = Actor::spawn(None, SessionSupervisor, node.clone())
         .await
         .map_err(|e| ServerError::Actor(e.to_string()))?;
-    let presence =
+    // EndAware: a client's reset must end its session abruptly (tonic calls it clean).
+    let presence = EndAware(
         PresenceServiceServer::new(PresenceApi::new(node.clone(), supervisor.get_cell()))
-            .max_decoding_message_size(config.max_message_bytes);
+            .max_decoding_message_size(config.max_message_bytes),
+    );
 
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

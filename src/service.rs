@@ -15,6 +15,7 @@ use crate::proto::{ClientFrame, GetPresenceRequest, GetPresenceResponse};
 use crate::session::actor::SessionActor;
 use crate::session::outbox::{Outbox, OutboxStream};
 use crate::session::SessionArgs;
+use crate::transport::request_end::RequestEnd;
 
 pub struct PresenceApi {
     node: Arc<Node>,
@@ -67,6 +68,7 @@ impl PresenceService for PresenceApi {
             session_id,
             identity,
             outbox: outbox.clone(),
+            inbound_end: request.extensions().get::<RequestEnd>().cloned(),
             inbound: request.into_inner(),
         };
         let spawned = Actor::spawn_linked(None, SessionActor, args, self.supervisor.clone()).await;

@@ -32,6 +32,7 @@ use crate::proto::{
 };
 use crate::registry::{RegistryMsg, SessionKey};
 use crate::store::Op;
+use crate::transport::request_end::{Ending, RequestEnd};
 
 pub enum SessionMsg {
     /// A frame from the device; the reader waits for the reply before reading the next.
@@ -74,6 +75,9 @@ pub struct SessionArgs {
     pub identity: Identity,
     pub outbox: Arc<Outbox>,
     pub inbound: Streaming<ClientFrame>,
+    /// How the inbound stream ended, when the transport can tell (tonic reports a client's
+    /// reset as a clean end).
+    pub inbound_end: Option<RequestEnd>,
 }
 
 pub struct SessionActor;
@@ -153,7 +157,13 @@ impl Actor for SessionActor {
                 }),
             },
         );
-        let reader = tokio::spawn(read_frames(args.inbound, myself, deadline, node.clone()));
+        let reader = tokio::spawn(read_frames(
+            args.inbound,
+            args.inbound_end,
+            myself,
+            deadline,
+            node.clone(),
+        ));
         Ok(SessionState {
             status_limiter: limiter(config.status_rate_per_s, config.status_rate_burst),
             subscribe_limiter: limiter(config.subscribe_rate_per_s, config.subscribe_rate_burst),
@@ -233,6 +243,7 @@ impl Actor for SessionActor {
 /// Reads the device's frames and hands each to the actor, waiting for it to be handled.
 async fn read_frames(
     mut inbound: Streaming<ClientFrame>,
+    inbound_end: Option<RequestEnd>,
     actor: ActorRef<SessionMsg>,
     deadline: Arc<AtomicU64>,
     node: Arc<Node>,
@@ -252,7 +263,11 @@ async fn read_frames(
                 }
             }
             Ok(None) => {
-                let _ = actor.cast(SessionMsg::InboundEnded(None));
+                let reset = inbound_end
+                    .as_ref()
+                    .is_some_and(|end| end.ending() == Ending::Abrupt);
+                let status = reset.then(errors::session::cancelled);
+                let _ = actor.cast(SessionMsg::InboundEnded(status));
                 return;
             }
             Err(status) => {
