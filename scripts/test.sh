@@ -32,6 +32,8 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
+echo "== conformance: the wire behaviour seen from grpcio (Google's C-core), not our client"
+bash scripts/conformance.sh target/debug/presence-node
 echo "== cargo bench --no-run (the criterion benchmarks still build)"
 cargo bench --locked --no-run
 echo "== helm chart (offline: lint, render, Kubernetes 1.30 schemas)"
