@@ -9,6 +9,7 @@ use clap::{CommandFactory, Parser, ValueEnum};
 
 use crate::auth::{Authenticator, JwtKey, JwtSettings};
 use crate::presence::limits::{self, Limits};
+use crate::secret::Secret;
 
 /// Exit code for bad configuration.
 pub const EXIT_BAD_CONFIG: i32 = 64;
@@ -75,7 +76,7 @@ pub struct Config {
 
     /// Unset: embedded in-memory store (single node). `redis://...`: cluster mode.
     #[arg(long, env = "PRESENCE_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret>,
 
     /// `standalone` (one Redis, or a primary behind a failover proxy) or `cluster` (Redis
     /// Cluster: PRESENCE_REDIS_URL may list several seed nodes, comma-separated).
@@ -115,7 +116,7 @@ pub struct Config {
 
     /// Shared secret for HS256 (jwt mode).
     #[arg(long, env = "PRESENCE_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// PEM public key file for RS256 / ES256 (jwt mode).
     #[arg(long, env = "PRESENCE_JWT_PUBLIC_KEY_FILE")]
@@ -248,7 +249,7 @@ pub struct Config {
     /// Bearer token every admin call must carry. Unset: the admin API is open to whoever
     /// reaches its address (logged loudly).
     #[arg(long, env = "PRESENCE_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
 
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
@@ -409,7 +410,7 @@ impl Config {
             }
         }
         if let Some(urls) = &self.redis_url {
-            let urls: Vec<&str> = urls.split(',').map(str::trim).collect();
+            let urls: Vec<&str> = urls.expose().split(',').map(str::trim).collect();
             if urls.len() > 1 && self.redis_mode == RedisMode::Standalone {
                 return Err(bad(
                     "PRESENCE_REDIS_URL",
@@ -467,7 +468,8 @@ impl Config {
         use crate::cluster::connection::{Endpoint, Target};
         let urls: Vec<String> = self
             .redis_url
-            .as_deref()
+            .as_ref()
+            .map(Secret::expose)
             .unwrap_or_default()
             .split(',')
             .map(|u| u.trim().to_owned())
@@ -518,7 +520,11 @@ impl Config {
             AuthMode::Jwt => {
                 let (algorithm, key) = match self.jwt_algorithm {
                     JwtAlgorithm::Hs256 => {
-                        let secret = self.jwt_secret.as_deref().unwrap_or_default();
+                        let secret = self
+                            .jwt_secret
+                            .as_ref()
+                            .map(Secret::expose)
+                            .unwrap_or_default();
                         if secret.is_empty() {
                             return Err(bad(
                                 "PRESENCE_JWT_SECRET",

@@ -38,6 +38,7 @@ pub mod peers;
 pub mod presence;
 pub mod proto;
 pub mod registry;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod session;

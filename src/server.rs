@@ -271,7 +271,11 @@ async fn serve_admin(
     addr: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
-    let token = node.config.admin_token.clone();
+    let token = node
+        .config
+        .admin_token
+        .as_ref()
+        .map(|t| t.expose().to_owned());
     if token.is_none() {
         warn!(%addr, "PRESENCE_ADMIN_TOKEN is not set: the admin API is open to anyone who reaches {addr}");
     }
