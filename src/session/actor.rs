@@ -455,7 +455,7 @@ impl SessionState {
             initial,
             max_live_sessions: limits.max_sessions_per_user,
         };
-        match self.node.store.apply_one(op, now).await {
+        match self.node.store.apply(op, now).await {
             Ok(changed) => self.node.publish(changed.into_iter().collect()),
             Err(StoreError::Record(e)) => {
                 return Err(End::Refused(tonic::Status::resource_exhausted(
@@ -501,7 +501,7 @@ impl SessionState {
             status,
             text: set.status_text,
         };
-        match self.node.store.apply_one(op, now).await {
+        match self.node.store.apply(op, now).await {
             Ok(changed) => self.node.publish(changed.into_iter().collect()),
             Err(e) => {
                 return self
@@ -634,7 +634,7 @@ impl SessionState {
                 session_id: self.session_id.clone(),
                 linger_until_ms: linger.then(|| now + self.node.config.offline_grace_ms),
             };
-            match self.node.store.apply_one(op, now).await {
+            match self.node.store.apply(op, now).await {
                 Ok(changed) => self.node.publish(changed.into_iter().collect()),
                 Err(e) => warn!(user = %self.user_id, session = %self.session_id, error = %e,
                     "could not record the end of a session"),

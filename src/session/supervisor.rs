@@ -83,7 +83,7 @@ async fn clean_up_crashed(node: &Node, actor: ActorId) {
         session_id: slot.session_id.clone(),
         linger_until_ms: Some(now + node.config.offline_grace_ms),
     };
-    match node.store.apply_one(op, now).await {
+    match node.store.apply(op, now).await {
         Ok(changed) => node.publish(changed.into_iter().collect()),
         Err(e) => warn!(session = %slot.session_id, error = %e, "could not end a crashed session"),
     }
