@@ -30,6 +30,15 @@ const SWEEP_BATCH: usize = 500;
 /// How long a sweep claim holds (another node retries after it).
 const SWEEP_CLAIM_TTL_MS: u64 = 60_000;
 
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// The records that changed, to be fanned out.
+    pub changed: Vec<UserRecord>,
+    /// The nodes swept, each with how many users' records lost its sessions.
+    pub nodes: Vec<(String, usize)>,
+}
+
 impl RedisStore {
     /// Renews this node's lease. Returns true when the node had been forgotten (swept as
     /// dead, or Redis lost its data) and must re-assert what it holds.
@@ -101,11 +110,8 @@ impl RedisStore {
     }
 
     /// Removes the sessions of nodes whose lease expired (each dead node is claimed by one
-    /// sweeper). Returns the changed records and the swept nodes.
-    pub async fn sweep_dead_nodes(
-        &self,
-        now_ms: u64,
-    ) -> Result<(Vec<UserRecord>, Vec<String>), StoreError> {
+    /// sweeper) and forgets those nodes.
+    pub async fn sweep_dead_nodes(&self, now_ms: u64) -> Result<Sweep, StoreError> {
         let mut conn = self.conn().await?;
         let claim_prefix = self.keys.sweep_claim("");
         let dead: Vec<String> = self
@@ -117,43 +123,54 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        let mut changed = Vec::new();
-        for node in &dead {
-            let index = self.keys.node_index(node);
-            loop {
-                let users: Vec<String> = conn
-                    .srandmember_multiple(&index, SWEEP_BATCH as isize)
-                    .await
-                    .map_err(|e| self.fail(e))?;
-                if users.is_empty() {
-                    break;
-                }
-                for user_id in &users {
-                    let op = Op::RemoveNode {
-                        user_id: user_id.clone(),
-                        node_id: node.clone(),
-                    };
-                    let (_, next) = self.write_through(&op, now_ms, 0).await?;
-                    changed.extend(next);
-                }
-                let _: () = conn.srem(&index, &users).await.map_err(|e| self.fail(e))?;
-            }
-            let _: () = redis::pipe()
-                .del(&index)
-                .ignore()
-                .zrem(self.keys.leases(), node)
-                .ignore()
-                .hdel(self.keys.node_stats(), node)
-                .ignore()
-                .del(self.keys.sweep_claim(node))
-                .ignore()
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| self.fail(e))?;
+        let mut sweep = Sweep::default();
+        for node in dead {
+            let changed = self.sweep_node(&node, now_ms).await?;
             metrics::counter!(crate::metrics::DEAD_NODE_SWEEPS).increment(1);
             metrics::counter!(crate::metrics::SWEPT_USERS).increment(changed.len() as u64);
             info!(dead_node = %node, users = changed.len(), "swept the sessions of a dead node");
+            sweep.nodes.push((node, changed.len()));
+            sweep.changed.extend(changed);
         }
-        Ok((changed, dead))
+        Ok(sweep)
+    }
+
+    /// Removes one dead node's sessions and forgets the node. Returns the records that
+    /// changed.
+    async fn sweep_node(&self, node: &str, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let index = self.keys.node_index(node);
+        let mut changed = Vec::new();
+        loop {
+            let users: Vec<String> = conn
+                .srandmember_multiple(&index, SWEEP_BATCH as isize)
+                .await
+                .map_err(|e| self.fail(e))?;
+            if users.is_empty() {
+                break;
+            }
+            for user_id in &users {
+                let op = Op::RemoveNode {
+                    user_id: user_id.clone(),
+                    node_id: node.to_owned(),
+                };
+                let (_, next) = self.write_through(&op, now_ms, 0).await?;
+                changed.extend(next);
+            }
+            let _: () = conn.srem(&index, &users).await.map_err(|e| self.fail(e))?;
+        }
+        let _: () = redis::pipe()
+            .del(&index)
+            .ignore()
+            .zrem(self.keys.leases(), node)
+            .ignore()
+            .hdel(self.keys.node_stats(), node)
+            .ignore()
+            .del(self.keys.sweep_claim(node))
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(changed)
     }
 }
