@@ -249,5 +249,5 @@ async fn cluster_wide_stats_changes_and_forwarded_disconnects() {
         _ => None,
     })
     .await;
-    assert!(b.node.store.is_healthy());
+    assert!(b.node.cluster.as_ref().unwrap().is_healthy());
 }

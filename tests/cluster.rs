@@ -370,7 +370,7 @@ async fn a_bulk_read_survives_a_record_holding_its_separator() {
     // Not JSON (a raw control character in a string): unreadable, so unknown.
     assert_eq!(status_of(&p[1]), Status::Offline);
     assert_eq!(status_of(&p[2]), Status::Offline);
-    assert!(a.node.store.as_ref().is_healthy());
+    assert!(a.node.cluster.as_ref().unwrap().is_healthy());
 }
 
 #[tokio::test]
@@ -521,7 +521,7 @@ async fn a_write_that_keeps_losing_its_compare_and_set_keeps_the_node_healthy() 
     assert_eq!(answer(&mut alice, r).await, Ok(()));
     let during = writes.load(Ordering::Relaxed) - before;
     assert!(
-        a.node.store.as_ref().is_healthy(),
+        a.node.cluster.as_ref().unwrap().is_healthy(),
         "a hot user made the node unhealthy"
     );
     stop.store(true, Ordering::Relaxed);
@@ -537,7 +537,7 @@ async fn a_write_that_keeps_losing_its_compare_and_set_keeps_the_node_healthy() 
         (status_of(&p[0]) == Status::Busy && p[0].status_text == "contended").then_some(())
     })
     .await;
-    assert!(a.node.store.as_ref().is_healthy());
+    assert!(a.node.cluster.as_ref().unwrap().is_healthy());
 }
 
 #[tokio::test]
@@ -617,7 +617,9 @@ async fn redis_restarted_empty_is_rebuilt_and_changes_flow_again() {
     );
     // Later changes flow to the remote watcher.
     eventually("both nodes healthy again", || async {
-        (a.node.store.as_ref().is_healthy() && b.node.store.as_ref().is_healthy()).then_some(())
+        (a.node.cluster.as_ref().unwrap().is_healthy()
+            && b.node.cluster.as_ref().unwrap().is_healthy())
+        .then_some(())
     })
     .await;
     let r = alice.set_status(Status::Away, "back soon").await.unwrap();
@@ -666,7 +668,7 @@ async fn a_redis_outage_keeps_sessions_and_the_change_made_meanwhile_arrives() {
 
     redis.kill();
     eventually("node a to notice the outage", || async {
-        (!a.node.store.as_ref().is_healthy()).then_some(())
+        (!a.node.cluster.as_ref().unwrap().is_healthy()).then_some(())
     })
     .await;
     // Not ready while Redis is away (the load balancer stops sending new devices).

@@ -132,12 +132,8 @@ pub trait Store: Send + Sync + 'static {
     /// records past retention. Returns the changed records, to be fanned out.
     async fn reap(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError>;
 
-    /// Whether the store can be written now (cluster mode: Redis reachable).
-    fn is_healthy(&self) -> bool {
-        true
-    }
-
-    /// Changes of `is_healthy`, for the health service; `None` when it never changes.
+    /// Whether the store can be written now (cluster mode: Redis reachable), and its
+    /// changes, for the health service; `None` when the store is always writable.
     fn health_changes(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         None
     }

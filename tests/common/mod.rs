@@ -130,7 +130,12 @@ impl TestNode {
         all.extend_from_slice(args);
         let node = Self::start(&all).await;
         eventually("the node to reach redis", || async {
-            presence_node::store::Store::is_healthy(node.node.store.as_ref()).then_some(())
+            node.node
+                .cluster
+                .as_ref()
+                .unwrap()
+                .is_healthy()
+                .then_some(())
         })
         .await;
         node

@@ -146,6 +146,11 @@ impl RedisStore {
         }
     }
 
+    /// Whether Redis answered last time.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
     fn held(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap()
     }
@@ -392,10 +397,6 @@ impl Store for RedisStore {
             changed.extend(next);
         }
         Ok(changed)
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::SeqCst)
     }
 
     fn health_changes(&self) -> Option<watch::Receiver<bool>> {
