@@ -287,8 +287,8 @@ async fn serve_connection(
                 store.set_healthy(true);
             }
             _ = sweep.tick() => {
-                let swept = store.sweep_dead_nodes(node.now_ms()).await?;
-                node.publish(swept.changed);
+                let changed = store.sweep_dead_nodes(node.now_ms()).await?;
+                node.publish(changed);
             }
             _ = periodic.tick() => {
                 background.request(node, store, interest, "periodic");

@@ -30,15 +30,6 @@ const SWEEP_BATCH: usize = 500;
 /// How long a sweep claim holds (another node retries after it).
 const SWEEP_CLAIM_TTL_MS: u64 = 60_000;
 
-/// What one sweep did.
-#[derive(Debug, Default)]
-pub struct Sweep {
-    /// The records that changed, to be fanned out.
-    pub changed: Vec<UserRecord>,
-    /// The nodes swept, each with how many users' records lost its sessions.
-    pub nodes: Vec<(String, usize)>,
-}
-
 impl RedisStore {
     /// Renews this node's lease. Returns true when the node had been forgotten (swept as
     /// dead, or Redis lost its data) and must re-assert what it holds.
@@ -110,8 +101,8 @@ impl RedisStore {
     }
 
     /// Removes the sessions of nodes whose lease expired (each dead node is claimed by one
-    /// sweeper) and forgets those nodes.
-    pub async fn sweep_dead_nodes(&self, now_ms: u64) -> Result<Sweep, StoreError> {
+    /// sweeper) and forgets those nodes. Returns the records that changed.
+    pub async fn sweep_dead_nodes(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let claim_prefix = self.keys.sweep_claim("");
         let dead: Vec<String> = self
@@ -123,16 +114,16 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| self.fail(e))?;
-        let mut sweep = Sweep::default();
-        for node in dead {
-            let changed = self.sweep_node(&node, now_ms).await?;
+        let mut changed = Vec::new();
+        for node in &dead {
+            // Counted per node: the metric and the log line are about this node's users.
+            let swept = self.sweep_node(node, now_ms).await?;
             metrics::counter!(crate::metrics::DEAD_NODE_SWEEPS).increment(1);
-            metrics::counter!(crate::metrics::SWEPT_USERS).increment(changed.len() as u64);
-            info!(dead_node = %node, users = changed.len(), "swept the sessions of a dead node");
-            sweep.nodes.push((node, changed.len()));
-            sweep.changed.extend(changed);
+            metrics::counter!(crate::metrics::SWEPT_USERS).increment(swept.len() as u64);
+            info!(dead_node = %node, users = swept.len(), "swept the sessions of a dead node");
+            changed.extend(swept);
         }
-        Ok(sweep)
+        Ok(changed)
     }
 
     /// Removes one dead node's sessions and forgets the node. Returns the records that

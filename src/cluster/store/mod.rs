@@ -33,7 +33,6 @@ use super::keys::Keys;
 use crate::presence::UserRecord;
 use crate::store::{apply_to_record, Op, Outcome, Store, StoreError};
 use held::Held;
-pub use lease::Sweep;
 
 /// Compare-and-set of one user's record that assigns the version and publishes the change.
 const WRITE_SCRIPT: &str = include_str!("../scripts/write.lua");
