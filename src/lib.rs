@@ -5,9 +5,11 @@
 //! - `proto`: the generated `presence.v1` API (from `proto/presence/v1/presence.proto`) and
 //!   the codec its clients and servers use.
 //! - `presence`: pure presence logic with time passed in: records, views, versions, limits.
-//! - `store`: the truth about every user (trait); `store::memory` is the embedded default.
-//! - `cluster`: cluster mode on Redis: the Redis store and the bridge (pub/sub, node lease,
-//!   dead-node sweep, resync).
+//! - `store`: the truth about every user (trait); `store::memory` is the embedded default,
+//!   `store::linger` the index of lingering sessions both stores keep.
+//! - `cluster`: cluster mode on Redis: the Redis store (writes, what the node holds,
+//!   re-assert, node lease, dead-node sweep; its Lua scripts in `cluster/scripts/`) and the
+//!   bridge (pub/sub, interest, resync).
 //! - `session`: one device's stream: the session actor, its outbox (the coalescing response
 //!   stream), the table of live sessions and the supervisor that cleans up after crashes.
 //! - `registry`: the actor that knows which local sessions watch which users; fans out.

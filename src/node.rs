@@ -140,7 +140,7 @@ impl Node {
     /// Applies one write to the store and hands the changed record to the registry for
     /// fan-out: the one way the node changes a record.
     pub async fn write(&self, op: Op) -> Result<(), StoreError> {
-        let changed = self.store.apply_one(op, self.now_ms()).await?;
+        let changed = self.store.apply(op, self.now_ms()).await?;
         self.publish(changed.into_iter().collect());
         Ok(())
     }

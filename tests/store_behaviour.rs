@@ -56,18 +56,13 @@ async fn behaves_like_a_store(store: &dyn Store) {
     assert_eq!(store.get(&[user.into()], T0).await.unwrap(), vec![None]);
 
     // Opening sessions.
-    let r = changed(store.apply_one(open(user, "s1", "ios"), T0).await.unwrap());
+    let r = changed(store.apply(open(user, "s1", "ios"), T0).await.unwrap());
     assert_eq!(r.view(false).status, Status::Online as i32);
-    let r = changed(
-        store
-            .apply_one(open(user, "s2", "web"), T0 + 1)
-            .await
-            .unwrap(),
-    );
+    let r = changed(store.apply(open(user, "s2", "web"), T0 + 1).await.unwrap());
     assert_eq!(r.view(false).devices, vec!["ios", "web"]);
     // The per-user cap.
     let err = store
-        .apply_one(open(user, "s3", "tv"), T0 + 2)
+        .apply(open(user, "s3", "tv"), T0 + 2)
         .await
         .unwrap_err();
     assert!(
@@ -81,13 +76,13 @@ async fn behaves_like_a_store(store: &dyn Store) {
         status: Status::Online,
         text: String::new(),
     };
-    assert_eq!(store.apply_one(same, T0 + 3).await.unwrap(), None);
+    assert_eq!(store.apply(same, T0 + 3).await.unwrap(), None);
     let busy = Op::SetStatus {
         user_id: user.into(),
         status: Status::Busy,
         text: "focus".into(),
     };
-    let r = changed(store.apply_one(busy, T0 + 4).await.unwrap());
+    let r = changed(store.apply(busy, T0 + 4).await.unwrap());
     assert_eq!(r.view(false).status_text, "focus");
 
     // What `get` returns is what the last write returned.
@@ -99,16 +94,11 @@ async fn behaves_like_a_store(store: &dyn Store) {
     assert_eq!(got[1], None);
 
     // A clean end removes at once; an abrupt one lingers until the grace, then reap removes it.
-    let r = changed(
-        store
-            .apply_one(end(user, "s2", None), T0 + 6)
-            .await
-            .unwrap(),
-    );
+    let r = changed(store.apply(end(user, "s2", None), T0 + 6).await.unwrap());
     assert_eq!(r.view(false).devices, vec!["ios"]);
     let r = changed(
         store
-            .apply_one(end(user, "s1", Some(T0 + 3_000)), T0 + 7)
+            .apply(end(user, "s1", Some(T0 + 3_000)), T0 + 7)
             .await
             .unwrap(),
     );
@@ -124,27 +114,17 @@ async fn behaves_like_a_store(store: &dyn Store) {
     assert_eq!(r.view(false).status, Status::Offline as i32);
     assert_eq!(r.view(false).last_seen_ms, T0 + 3_000);
     // The chosen status outlives the sessions.
-    let r = changed(
-        store
-            .apply_one(open(user, "s4", "ios"), T0 + 8)
-            .await
-            .unwrap(),
-    );
+    let r = changed(store.apply(open(user, "s4", "ios"), T0 + 8).await.unwrap());
     assert_eq!(r.view(false).status, Status::Busy as i32);
 
     // A reconnect of the same device within the grace replaces the lingering session.
     changed(
         store
-            .apply_one(end(user, "s4", Some(T0 + 10_000)), T0 + 9)
+            .apply(end(user, "s4", Some(T0 + 10_000)), T0 + 9)
             .await
             .unwrap(),
     );
-    let r = changed(
-        store
-            .apply_one(open(user, "s5", "ios"), T0 + 10)
-            .await
-            .unwrap(),
-    );
+    let r = changed(store.apply(open(user, "s5", "ios"), T0 + 10).await.unwrap());
     assert_eq!(r.sessions.len(), 1);
     assert!(
         store.reap(T0 + 20_000).await.unwrap().is_empty(),
@@ -156,13 +136,13 @@ async fn behaves_like_a_store(store: &dyn Store) {
         user_id: user.into(),
         node_id: NODE.into(),
     };
-    let r = changed(store.apply_one(sweep, T0 + 11).await.unwrap());
+    let r = changed(store.apply(sweep, T0 + 11).await.unwrap());
     assert!(r.sessions.is_empty());
     let again = Op::RemoveNode {
         user_id: user.into(),
         node_id: NODE.into(),
     };
-    assert_eq!(store.apply_one(again, T0 + 12).await.unwrap(), None);
+    assert_eq!(store.apply(again, T0 + 12).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -244,7 +244,7 @@ async fn serve_connection(
                 store.set_healthy(true);
             }
             _ = sweep.tick() => {
-                let (changed, _) = store.sweep_dead_nodes(node.now_ms()).await?;
+                let changed = store.sweep_dead_nodes(node.now_ms()).await?;
                 node.publish(changed);
             }
             _ = periodic.tick() => {

@@ -21,10 +21,6 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// must not stall sessions: the change is kept and written later).
 const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
 /// Where commands go.
 pub enum Backend {
     /// One multiplexed connection shared (cloned) by every request; made on first use and
@@ -85,7 +81,7 @@ impl Endpoint {
             Some(certs) => redis::Client::build_with_tls(url, certs),
             None => redis::Client::open(url),
         }
-        .map_err(unavailable)
+        .map_err(StoreError::unavailable)
     }
 
     fn cluster_client(
@@ -104,7 +100,7 @@ impl Endpoint {
         if let Some(pushes) = pushes {
             builder = builder.push_sender(pushes);
         }
-        builder.build().map_err(unavailable)
+        builder.build().map_err(StoreError::unavailable)
     }
 
     /// The command backend. Standalone builds its pool lazily (no connection yet); a cluster
@@ -120,7 +116,7 @@ impl Endpoint {
                 .get_async_connection()
                 .await
                 .map(Backend::Cluster)
-                .map_err(unavailable),
+                .map_err(StoreError::unavailable),
         }
     }
 
@@ -132,7 +128,7 @@ impl Endpoint {
                     .client(url)?
                     .get_async_pubsub()
                     .await
-                    .map_err(unavailable)?
+                    .map_err(StoreError::unavailable)?
                     .split();
                 Ok(Subscriber::Standalone(sink, stream))
             }
@@ -142,7 +138,7 @@ impl Endpoint {
                     .cluster_client(seeds, Some(tx))?
                     .get_async_connection()
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(StoreError::unavailable)?;
                 Ok(Subscriber::Cluster(conn, rx))
             }
         }
@@ -162,7 +158,7 @@ impl Backend {
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(StoreError::unavailable)?;
                 *shared.lock().unwrap() = Some(conn.clone());
                 Ok(Conn::Standalone(conn))
             }
@@ -230,7 +226,7 @@ where
         .try_collect::<Vec<()>>()
         .await
         .map(|_| ())
-        .map_err(unavailable)
+        .map_err(StoreError::unavailable)
 }
 
 /// What the bridge hears from Redis.
@@ -252,7 +248,10 @@ pub enum Subscriber {
 impl Subscriber {
     pub async fn subscribe(&mut self, channels: &[String]) -> Result<(), StoreError> {
         match self {
-            Subscriber::Standalone(sink, _) => sink.subscribe(channels).await.map_err(unavailable),
+            Subscriber::Standalone(sink, _) => sink
+                .subscribe(channels)
+                .await
+                .map_err(StoreError::unavailable),
             Subscriber::Cluster(conn, _) => {
                 per_channel(
                     conn,
@@ -266,9 +265,10 @@ impl Subscriber {
 
     pub async fn unsubscribe(&mut self, channels: &[String]) -> Result<(), StoreError> {
         match self {
-            Subscriber::Standalone(sink, _) => {
-                sink.unsubscribe(channels).await.map_err(unavailable)
-            }
+            Subscriber::Standalone(sink, _) => sink
+                .unsubscribe(channels)
+                .await
+                .map_err(StoreError::unavailable),
             Subscriber::Cluster(conn, _) => {
                 per_channel(conn, channels, |mut c, ch| async move {
                     c.sunsubscribe(ch).await
@@ -282,7 +282,10 @@ impl Subscriber {
     /// pattern subscription).
     pub async fn psubscribe(&mut self, pattern: &str) -> Result<(), StoreError> {
         match self {
-            Subscriber::Standalone(sink, _) => sink.psubscribe(pattern).await.map_err(unavailable),
+            Subscriber::Standalone(sink, _) => sink
+                .psubscribe(pattern)
+                .await
+                .map_err(StoreError::unavailable),
             Subscriber::Cluster(..) => Err(StoreError::Unavailable(
                 "pattern subscriptions are not available on Redis Cluster".into(),
             )),
@@ -291,9 +294,10 @@ impl Subscriber {
 
     pub async fn punsubscribe(&mut self, pattern: &str) -> Result<(), StoreError> {
         match self {
-            Subscriber::Standalone(sink, _) => {
-                sink.punsubscribe(pattern).await.map_err(unavailable)
-            }
+            Subscriber::Standalone(sink, _) => sink
+                .punsubscribe(pattern)
+                .await
+                .map_err(StoreError::unavailable),
             Subscriber::Cluster(..) => Ok(()),
         }
     }

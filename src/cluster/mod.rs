@@ -4,8 +4,12 @@
 //! - `codec`: how a user record and a change event are stored and sent.
 //! - `connection`: standalone Redis or Redis Cluster behind one type (commands and events).
 //! - `store`: the Redis store (the `Store` trait): compare-and-set writes through a script
-//!   that also assigns the version and publishes the change; node lease and dead-node sweep;
-//!   what this node holds, to re-assert after Redis lost or missed writes.
+//!   that also assigns the version and publishes the change. Inside it, `held` (what this
+//!   node holds and the changes it keeps while Redis is unreachable: pure), `reassert`
+//!   (writing that again after Redis lost or missed writes) and `lease` (node leases and
+//!   stats, dead-node sweep).
+//! - `scripts/*.lua`: the Lua scripts the store runs in Redis, each with a header saying what
+//!   it takes and returns.
 //! - `bridge`: the task that owns the pub/sub connection: follows the registry's interest,
 //!   turns events into fan-out, renews the lease, sweeps dead nodes, resyncs on reconnect.
 

@@ -1,11 +1,11 @@
 //! The embedded in-memory store: the single-node default, no Redis needed.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
 
+use super::linger::LingerIndex;
 use super::{apply_to_record, Op, Outcome, Store, StoreError};
 use crate::presence::UserRecord;
 
@@ -15,8 +15,8 @@ const RETENTION_SCAN_INTERVAL_MS: u64 = 60_000;
 pub struct MemoryStore {
     /// user id -> record; sharded locks so sessions of different users never contend.
     records: DashMap<String, UserRecord>,
-    /// (grace deadline, user id) of lingering sessions, so reaping does not walk every user.
-    lingering: Mutex<BTreeSet<(u64, String)>>,
+    /// Lingering sessions by deadline, so reaping does not walk every user.
+    lingering: Mutex<LingerIndex>,
     retention_ms: u64,
     /// When the retention scan runs next.
     next_retention_scan_ms: Mutex<u64>,
@@ -26,18 +26,10 @@ impl MemoryStore {
     pub fn new(retention_ms: u64) -> Self {
         Self {
             records: DashMap::new(),
-            lingering: Mutex::new(BTreeSet::new()),
+            lingering: Mutex::new(LingerIndex::default()),
             retention_ms,
             next_retention_scan_ms: Mutex::new(0),
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
     }
 
     fn apply_op(&self, op: Op, now_ms: u64) -> Outcome {
@@ -55,10 +47,7 @@ impl MemoryStore {
             },
         ) = (changed, &op)
         {
-            self.lingering
-                .lock()
-                .unwrap()
-                .insert((*until, user_id.clone()));
+            self.lingering.lock().unwrap().insert(*until, user_id);
         }
         Ok(changed.then(|| record.clone()))
     }
@@ -79,10 +68,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Vec<Outcome> {
-        ops.into_iter()
-            .map(|op| self.apply_op(op, now_ms))
-            .collect()
+    async fn apply(&self, op: Op, now_ms: u64) -> Outcome {
+        self.apply_op(op, now_ms)
     }
 
     async fn get(
@@ -97,12 +84,7 @@ impl Store for MemoryStore {
     }
 
     async fn reap(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
-        let due: Vec<String> = {
-            let mut lingering = self.lingering.lock().unwrap();
-            let later = lingering.split_off(&(now_ms + 1, String::new()));
-            let due = std::mem::replace(&mut *lingering, later);
-            due.into_iter().map(|(_, user)| user).collect()
-        };
+        let due = self.lingering.lock().unwrap().take_due(now_ms);
         let mut changed = Vec::new();
         for user in due {
             if let Some(mut record) = self.records.get_mut(&user) {

@@ -2,9 +2,13 @@
 //!
 //! Events are hints; the record in the store is what counts. Every write returns the record
 //! after the change (or `None` when nothing changed), and the caller hands it to the registry
-//! for fan-out. The store produces the per-user versions. The trait is async and takes
-//! batches so a networked store (Redis) can pipeline; the embedded default is `memory`.
+//! for fan-out. The store produces the per-user versions. The trait is async so a networked
+//! store (Redis, `cluster::store`) fits behind it.
+//!
+//! - `memory`: the embedded default, one node, no Redis.
+//! - `linger`: the index of lingering sessions by deadline, which both stores keep.
 
+pub mod linger;
 pub mod memory;
 
 use async_trait::async_trait;
@@ -79,6 +83,13 @@ pub enum StoreError {
     Contended(String),
 }
 
+impl StoreError {
+    /// The backing service failed or cannot be reached (`e` says how).
+    pub fn unavailable(e: impl std::fmt::Display) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
 /// The record after a write, when the write changed it.
 pub type Outcome = Result<Option<UserRecord>, StoreError>;
 
@@ -114,8 +125,8 @@ pub fn apply_to_record(record: &mut UserRecord, op: &Op, now_ms: u64) -> Result<
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Applies writes in order; one outcome per op. Ops for one user are applied in order.
-    async fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Vec<Outcome>;
+    /// Applies one write. Writes to one user are applied in the order they are made.
+    async fn apply(&self, op: Op, now_ms: u64) -> Outcome;
 
     /// The records of these users (`None` for a user the store does not know), in order.
     async fn get(
@@ -146,9 +157,4 @@ pub trait Store: Send + Sync + 'static {
 
     /// Called once when the node stops, after the drain.
     async fn close(&self, _now_ms: u64) {}
-
-    /// Applies one write.
-    async fn apply_one(&self, op: Op, now_ms: u64) -> Outcome {
-        self.apply(vec![op], now_ms).await.pop().unwrap_or(Ok(None))
-    }
 }
