@@ -300,7 +300,7 @@ async fn serve_admin(
     }))
 }
 
-/// Keeps the health service in step with the store (cluster mode: Redis reachable).
+/// Keeps the service's readiness in step with the store (cluster mode: Redis reachable).
 async fn follow_store_health(
     node: Arc<Node>,
     health: tonic_health::server::HealthReporter,
@@ -314,8 +314,9 @@ async fn follow_store_health(
             } else {
                 ServingStatus::NotServing
             };
+            // Readiness only: the overall service "" is the process (liveness), and a Redis
+            // outage must never make a liveness probe restart the pods.
             health.set_service_status(SERVICE_NAME, status).await;
-            health.set_service_status("", status).await;
         }
         if changes.changed().await.is_err() {
             return;
