@@ -105,6 +105,18 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_AUTH", value_enum, default_value = "insecure")]
     pub auth: AuthMode,
 
+    /// Allow `insecure` identity on a listen address that is not loopback (anyone who reaches
+    /// the node can claim to be anyone: only on a private network, for development).
+    #[arg(
+        long,
+        env = "PRESENCE_ALLOW_INSECURE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub allow_insecure: bool,
+
     /// JWT signature algorithm (jwt mode).
     #[arg(
         long,
@@ -455,6 +467,41 @@ impl Config {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
         }
         self.authenticator()?;
+        self.check_exposure(std::env::var_os("PRESENCE_ADMIN_TOKEN").is_some())
+    }
+
+    /// The safe defaults: nothing that lets anyone act as anyone, or reach the admin API,
+    /// is served beyond loopback unless asked for explicitly. `admin_token_in_env`: the
+    /// variable is set (clap takes an empty variable as unset, and an empty token must be
+    /// refused, not taken as "no token").
+    fn check_exposure(&self, admin_token_in_env: bool) -> Result<(), ConfigError> {
+        if self.auth == AuthMode::Insecure
+            && !self.allow_insecure
+            && !self.listen_addr.ip().is_loopback()
+        {
+            return Err(bad(
+                "PRESENCE_AUTH",
+                format!(
+                    "insecure identity (callers name themselves with x-user-id) on {}, which is not loopback; use PRESENCE_AUTH=jwt, listen on 127.0.0.1, or set PRESENCE_ALLOW_INSECURE=true on a private network",
+                    self.listen_addr
+                ),
+            ));
+        }
+        if let Some(admin) = self.admin_addr {
+            let token = self.admin_token.as_ref();
+            if token.is_some_and(Secret::is_empty) || (token.is_none() && admin_token_in_env) {
+                return Err(bad(
+                    "PRESENCE_ADMIN_TOKEN",
+                    "is set but empty: give a token, or unset it (loopback admin address only)",
+                ));
+            }
+            if token.is_none() && !admin.ip().is_loopback() {
+                return Err(bad(
+                    "PRESENCE_ADMIN_TOKEN",
+                    format!("the admin API on {admin}, which is not loopback, needs a token"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -583,6 +630,70 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
         Config::from_args(std::iter::once("presence-node").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn exposure_rules() {
+        let setting = |args: &[&str]| parse(args).err().map(|e| e.setting);
+        let auth = Some("PRESENCE_AUTH".to_owned());
+        let token = Some("PRESENCE_ADMIN_TOKEN".to_owned());
+        assert_eq!(setting(&["--listen-addr", "0.0.0.0:1"]), auth);
+        assert_eq!(setting(&["--listen-addr", "[::]:1"]), auth);
+        assert_eq!(setting(&["--listen-addr", "10.1.2.3:1"]), auth);
+        assert_eq!(
+            setting(&["--listen-addr", "0.0.0.0:1", "--allow-insecure"]),
+            None
+        );
+        assert_eq!(
+            setting(&["--listen-addr", "0.0.0.0:1", "--allow-insecure", "false"]),
+            auth
+        );
+        assert_eq!(
+            setting(&[
+                "--listen-addr",
+                "0.0.0.0:1",
+                "--auth",
+                "jwt",
+                "--jwt-secret",
+                "s"
+            ]),
+            None
+        );
+        assert_eq!(setting(&["--listen-addr", "[::1]:1"]), None);
+        assert_eq!(setting(&["--admin-addr", "0.0.0.0:2"]), token);
+        assert_eq!(
+            setting(&["--admin-addr", "127.0.0.1:2", "--admin-token", ""]),
+            token
+        );
+        assert_eq!(setting(&["--admin-addr", "127.0.0.1:2"]), None);
+        assert_eq!(
+            setting(&["--admin-addr", "0.0.0.0:2", "--admin-token", "t"]),
+            None
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = parse(&[
+            "--auth",
+            "jwt",
+            "--jwt-secret",
+            "jwt-secret-value",
+            "--admin-token",
+            "admin-token-value",
+            "--redis-url",
+            "redis://:redis-password-value@127.0.0.1:6379",
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(debug.contains("jwt_secret"), "{debug}");
+        for secret in [
+            "jwt-secret-value",
+            "admin-token-value",
+            "redis-password-value",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
     }
 
     #[test]
