@@ -483,6 +483,7 @@ def expect_default(r: Rendered) -> None:
     assert c["readinessProbe"]["grpc"] == {"port": GRPC_PORT, "service": READINESS_SERVICE}, c["readinessProbe"]
     assert "startupProbe" not in c
     live = c["livenessProbe"]
+    # tests/health.rs keeps Redis down for longer than this 30 s budget and checks "" stays SERVING.
     assert (live["periodSeconds"], live["timeoutSeconds"], live["failureThreshold"]) == (10, 3, 3), live
     assert "port-forward" in r.notes and "presence --server" in r.notes and "grpcurl" in r.notes
     assert r.one("PodDisruptionBudget")["spec"] == {
