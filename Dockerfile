@@ -2,7 +2,9 @@
 # (`presence`). Build: docker build -t presence-node .
 #
 # No HEALTHCHECK: the image has no shell and no gRPC health client. Kubernetes uses its native
-# gRPC probes (see helm/presence-node); for plain Docker, probe from outside, e.g.
+# gRPC probes (see helm/presence-node; TCP checks with TLS); for plain Docker, probe from
+# outside, e.g. liveness (the process, never Redis) and readiness:
+#   grpcurl -plaintext -d '{"service":""}' localhost:50051 grpc.health.v1.Health/Check
 #   grpcurl -plaintext -d '{"service":"presence.v1.PresenceService"}' localhost:50051 grpc.health.v1.Health/Check
 # (The `presence` CLI has no health command.)
 
@@ -46,8 +48,22 @@ COPY --from=builder /out/presence-node /out/presence /usr/local/bin/
 # The uid/gid the Helm chart runs as (runAsUser 10001); it needs no passwd entry.
 USER 10001:10001
 
-# In a container the node must listen on every interface (its own default is 127.0.0.1).
+# In a container the node must listen on every interface (its own default is 127.0.0.1), and
+# there the node's own default identity, `insecure` (callers name themselves with x-user-id),
+# is refused (exit 64) unless PRESENCE_ALLOW_INSECURE=true. So the image sets PRESENCE_AUTH=jwt
+# explicitly: it starts only once it has a key to verify tokens with, and otherwise exits 64
+# naming PRESENCE_JWT_SECRET. Run it with one of:
+#   docker run -e PRESENCE_JWT_SECRET=... presence-node                      (HS256 JWTs)
+#   docker run -e PRESENCE_JWT_ALGORITHM=RS256 -e PRESENCE_JWT_PUBLIC_KEY_FILE=/keys/pub.pem \
+#              -v "$PWD/keys:/keys:ro" presence-node                          (RS256/ES256 JWTs)
+#   docker run -e PRESENCE_AUTH=insecure -e PRESENCE_ALLOW_INSECURE=true presence-node
+#                                                  (development only: anyone can be anyone)
+# TLS: mount a directory with the PEM files (not single files: rotations replace them) and set
+# PRESENCE_TLS_CERT_FILE / PRESENCE_TLS_KEY_FILE; without them every listener is plaintext.
+# An admin listener (PRESENCE_ADMIN_ADDR=0.0.0.0:50052) needs PRESENCE_ADMIN_TOKEN (not empty)
+# or PRESENCE_ADMIN_CLIENT_CA_FILE.
 ENV PRESENCE_LISTEN_ADDR=0.0.0.0:50051 \
+    PRESENCE_AUTH=jwt \
     PRESENCE_LOG_FORMAT=json
 
 # 50051 gRPC, 9090 Prometheus metrics (PRESENCE_METRICS_ADDR), 50052 admin API (PRESENCE_ADMIN_ADDR).

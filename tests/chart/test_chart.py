@@ -34,6 +34,15 @@ NAMESPACE = "presence"
 
 GRPC_PORT = 50051
 READINESS_SERVICE = "presence.v1.PresenceService"
+# Liveness (and startup) ask for the overall service "": the process, SERVING until the drain,
+# never affected by Redis (API.md "Health: liveness is the process, readiness is the service").
+LIVENESS_SERVICE = ""
+# A liveness probe must tolerate at least this long without an answer before a restart
+# (periodSeconds * failureThreshold): a GC-free Rust node answers in microseconds, so only a
+# stuck process fails it; short budgets restart pods under CPU starvation.
+MIN_LIVENESS_BUDGET_S = 20
+# What the values files and checks use as a JWT key (auth.mode is jwt by default).
+JWT = {"auth": {"jwt": {"secret": "test-hs256-secret-not-a-real-one"}}}
 # What the node uses when PRESENCE_SHUTDOWN_GRACE_MS is unset (README configuration table).
 NODE_DEFAULT_SHUTDOWN_GRACE_MS = 20000
 
@@ -232,20 +241,76 @@ def check_probes(r: Rendered) -> None:
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports.get("grpc") == GRPC_PORT, f"container port grpc is {ports.get('grpc')}"
     enabled = merged(r.values)
+    # The kubelet's gRPC probes speak no TLS: with tls.enabled they are TCP checks.
+    kind = "tcpSocket" if enabled["tls"]["enabled"] else "grpc"
     for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
         if not enabled[probe_name]["enabled"]:
             assert probe_name not in c, f"{probe_name} rendered although disabled"
             continue
         probe = c.get(probe_name)
         assert probe is not None, f"{probe_name} missing"
-        assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{probe_name} is not a gRPC probe"
-        assert probe["grpc"]["port"] == ports["grpc"], f"{probe_name} hits port {probe['grpc']['port']}, not grpc"
+        assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {kind}, f"{probe_name} is not a {kind} probe"
+        assert probe[kind]["port"] == ports["grpc"], f"{probe_name} hits port {probe[kind]['port']}, not grpc"
         for key in ("periodSeconds", "timeoutSeconds", "failureThreshold"):
             assert probe[key] == enabled[probe_name][key], f"{probe_name}.{key} is not the value's"
+    if "livenessProbe" in c:
+        live = c["livenessProbe"]
+        assert live["periodSeconds"] * live["failureThreshold"] >= MIN_LIVENESS_BUDGET_S, \
+            f"liveness restarts after {live['periodSeconds'] * live['failureThreshold']} s without an answer"
+        assert live["timeoutSeconds"] <= live["periodSeconds"], live
+        assert live.get("successThreshold", 1) == 1, live
+    if kind == "tcpSocket":
+        # TCP checks cannot ask for a service; a TCP accept never depends on Redis.
+        return
     if "readinessProbe" in c:
         assert c["readinessProbe"]["grpc"].get("service") == READINESS_SERVICE, c["readinessProbe"]
-    if "livenessProbe" in c:
-        assert c["livenessProbe"]["grpc"].get("service", "") == "", c["livenessProbe"]
+    for probe_name in ("livenessProbe", "startupProbe"):
+        if probe_name in c:
+            grpc = c[probe_name]["grpc"]
+            # Written out, not left to the default: a reader sees liveness asks for "".
+            assert "service" in grpc and grpc["service"] == LIVENESS_SERVICE, \
+                f"{probe_name} must ask for the overall service \"\" (never Redis-dependent): {grpc}"
+
+
+def check_node_would_start(r: Rendered) -> None:
+    """The rendered env passes the node's start-up checks that refuse unsafe settings (exit 64)."""
+    env = r.env
+    listen = r.env_value("PRESENCE_LISTEN_ADDR")
+    loopback = listen.startswith("127.") or listen.startswith("[::1]")
+    auth = r.env_value("PRESENCE_AUTH")
+    if auth == "insecure" and not loopback:
+        assert env.get("PRESENCE_ALLOW_INSECURE", {}).get("value") == "true", \
+            "insecure identity on a non-loopback address without PRESENCE_ALLOW_INSECURE=true: the node exits 64"
+    else:
+        assert "PRESENCE_ALLOW_INSECURE" not in env, "PRESENCE_ALLOW_INSECURE set although not insecure"
+    if auth == "jwt":
+        assert ("PRESENCE_JWT_SECRET" in env) != ("PRESENCE_JWT_PUBLIC_KEY_FILE" in env), \
+            "jwt mode needs exactly one of PRESENCE_JWT_SECRET / PRESENCE_JWT_PUBLIC_KEY_FILE"
+    if "PRESENCE_ADMIN_ADDR" in env:
+        token = env.get("PRESENCE_ADMIN_TOKEN")
+        if token is not None:
+            # Never a literal (possibly empty) value: the token comes from a Secret.
+            assert "value" not in token and "secretKeyRef" in token.get("valueFrom", {}), token
+        else:
+            assert "PRESENCE_ADMIN_CLIENT_CA_FILE" in env, \
+                "admin on 0.0.0.0 without a token or admin mTLS: the node exits 64"
+    else:
+        assert "PRESENCE_ADMIN_TOKEN" not in env and "PRESENCE_ADMIN_CLIENT_CA_FILE" not in env
+    for ca in ("PRESENCE_TLS_CLIENT_CA_FILE", "PRESENCE_ADMIN_CLIENT_CA_FILE"):
+        if ca in env:
+            assert "PRESENCE_TLS_CERT_FILE" in env, f"{ca} without PRESENCE_TLS_CERT_FILE: the node exits 64"
+    assert ("PRESENCE_TLS_CERT_FILE" in env) == ("PRESENCE_TLS_KEY_FILE" in env), "TLS cert without key or vice versa"
+    tls = merged(r.values)["tls"]["enabled"]
+    assert ("PRESENCE_TLS_CERT_FILE" in env) == tls, "PRESENCE_TLS_CERT_FILE does not follow tls.enabled"
+    # Certificate files come from whole-directory Secret mounts: subPath mounts never see a rotation.
+    mounts = {m["name"]: m for m in r.container.get("volumeMounts", [])}
+    for name in ("PRESENCE_TLS_CERT_FILE", "PRESENCE_TLS_KEY_FILE", "PRESENCE_TLS_CLIENT_CA_FILE",
+                 "PRESENCE_ADMIN_CLIENT_CA_FILE"):
+        if name in env:
+            path = r.env_value(name)
+            holders = [m for m in mounts.values() if path.startswith(m["mountPath"].rstrip("/") + "/")]
+            assert len(holders) == 1, f"{name}={path} is not under exactly one mount: {list(mounts.values())}"
+            assert "subPath" not in holders[0] and holders[0].get("readOnly") is True, holders[0]
 
 
 def shutdown_grace_ms(r: Rendered) -> int:
@@ -382,11 +447,13 @@ def check_wiring(r: Rendered) -> None:
         volume = next(v for v in r.pod_spec["volumes"] if v["name"] == mount["name"])
         if "secret" in volume:
             assert mount.get("readOnly") is True, f"secret volume {mount['name']} is mounted writable"
+            assert "subPath" not in mount, f"secret volume {mount['name']} uses subPath: rotations never reach it"
 
 
 CHECKS_FOR_EVERY_VALUE_SET: list[tuple[str, Callable[[Rendered], None]]] = [
     ("manifests valid against Kubernetes schemas (strict)", check_schemas),
-    ("probes are gRPC probes on the grpc port", check_probes),
+    ("probes: gRPC liveness \"\" / readiness service (TCP with TLS), sane timings", check_probes),
+    ("env passes the node's safe-default checks (no exit 64)", check_node_would_start),
     ("terminationGracePeriodSeconds covers preStop + drain", check_termination_grace),
     ("replicas vs HPA", check_replicas_and_hpa),
     ("secret-looking env vars come from Secrets", check_secret_env),
@@ -404,8 +471,20 @@ CHECKS_FOR_EVERY_VALUE_SET: list[tuple[str, Callable[[Rendered], None]]] = [
 def expect_default(r: Rendered) -> None:
     assert r.deployment["spec"]["replicas"] == 1
     assert "PRESENCE_REDIS_URL" not in r.env and "PRESENCE_REDIS_MODE" not in r.env
-    assert r.chart_secret() is None, "defaults need no Secret"
-    assert "WARNING: auth.mode=insecure" in r.notes, "NOTES.txt does not warn about insecure mode"
+    # auth.mode defaults to jwt: the only value given is the HS256 secret, kept in the chart Secret.
+    assert r.env_value("PRESENCE_AUTH") == "jwt" and r.env_value("PRESENCE_JWT_ALGORITHM") == "HS256"
+    assert "PRESENCE_ALLOW_INSECURE" not in r.env
+    assert r.env["PRESENCE_JWT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": RELEASE, "key": "jwt-secret"}
+    assert set(r.chart_secret()["data"]) == {"jwt-secret"}, r.chart_secret()["data"].keys()
+    assert "WARNING: auth.mode=insecure" not in r.notes and '--token "$JWT"' in r.notes
+    assert "tls.enabled is false" in r.notes, "NOTES.txt does not say the default is plaintext"
+    c = r.container
+    assert c["livenessProbe"]["grpc"] == {"port": GRPC_PORT, "service": ""}, c["livenessProbe"]
+    assert c["readinessProbe"]["grpc"] == {"port": GRPC_PORT, "service": READINESS_SERVICE}, c["readinessProbe"]
+    assert "startupProbe" not in c
+    live = c["livenessProbe"]
+    # tests/health.rs keeps Redis down for longer than this 30 s budget and checks "" stays SERVING.
+    assert (live["periodSeconds"], live["timeoutSeconds"], live["failureThreshold"]) == (10, 3, 3), live
     assert "port-forward" in r.notes and "presence --server" in r.notes and "grpcurl" in r.notes
     assert r.one("PodDisruptionBudget")["spec"] == {
         "maxUnavailable": 1, "selector": r.deployment["spec"]["selector"]}
@@ -450,6 +529,34 @@ def expect_jwt_rs256_public_key(r: Rendered) -> None:
     assert "BEGIN PUBLIC KEY" not in yaml.safe_dump(r.deployment), "the key leaked into the Deployment"
 
 
+def expect_insecure_allowed(r: Rendered) -> None:
+    assert r.env_value("PRESENCE_AUTH") == "insecure"
+    assert r.env_value("PRESENCE_ALLOW_INSECURE") == "true"
+    assert not any(k.startswith("PRESENCE_JWT_") for k in r.env), sorted(r.env)
+    assert r.chart_secret() is None, "insecure mode with the embedded store needs no Secret"
+    assert "WARNING: auth.mode=insecure" in r.notes and "auth.allowInsecure=true" in r.notes, r.notes
+    assert "--user alice" in r.notes and "x-user-id: alice" in r.notes
+
+
+def expect_tls_admin_mtls_no_token(r: Rendered) -> None:
+    env = r.env
+    assert r.env_value("PRESENCE_ADMIN_ADDR") == "0.0.0.0:50052"
+    assert "PRESENCE_ADMIN_TOKEN" not in env, "admin mTLS without a token must not set PRESENCE_ADMIN_TOKEN"
+    assert "PRESENCE_TLS_CLIENT_CA_FILE" not in env, "no device mTLS asked for"
+    mounts = {m["name"]: m for m in r.container["volumeMounts"]}
+    volumes = {v["name"]: v.get("secret") for v in r.pod_spec["volumes"]}
+    assert r.env_value("PRESENCE_ADMIN_CLIENT_CA_FILE") == f"{mounts['tls-admin-client-ca']['mountPath']}/ca.crt"
+    assert volumes["tls-admin-client-ca"] == {
+        "secretName": "presence-admin-ca", "defaultMode": 0o444, "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert volumes["tls"]["secretName"] == "presence-tls"
+    assert r.chart_secret() is None, "nothing inline: no chart Secret (and no empty admin-token in one)"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert r.container[probe]["tcpSocket"] == {"port": GRPC_PORT}, r.container[probe]
+    assert "probes are TCP checks" in r.notes and "readiness no longer follows a Redis outage" in r.notes
+    assert "No admin token" in r.notes and "-cert backend.crt" in r.notes, r.notes
+    assert "-plaintext" not in r.notes
+
+
 def expect_hpa_metrics_headless(r: Rendered) -> None:
     hpa = r.one("HorizontalPodAutoscaler")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
@@ -462,6 +569,7 @@ def expect_hpa_metrics_headless(r: Rendered) -> None:
     assert r.env_value("PRESENCE_METRICS_ADDR") == "0.0.0.0:9090"
     assert r.env_value("PRESENCE_ADMIN_ADDR") == "0.0.0.0:50052"
     assert r.env["PRESENCE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "admin-token"
+    assert "Bearer $ADMIN_TOKEN" in r.notes and "{.data.admin-token}" in r.notes, r.notes
     assert {p["name"]: p["containerPort"] for p in r.container["ports"]} == {"grpc": 50051, "metrics": 9090, "admin": 50052}
     assert {p["name"] for p in r.main_service()["spec"]["ports"]} == {"grpc", "metrics"}, "admin must stay off the Service"
     headless = r.one("Service", f"{RELEASE}-headless")["spec"]
@@ -485,24 +593,61 @@ def expect_redis_cluster_existing_secret(r: Rendered) -> None:
     assert "embedded in-memory store" not in r.notes
 
 
+def expect_tls_mtls(r: Rendered) -> None:
+    mounts = {m["name"]: m for m in r.container["volumeMounts"]}
+    volumes = {v["name"]: v.get("secret") for v in r.pod_spec["volumes"]}
+    files = {
+        "PRESENCE_TLS_CERT_FILE": ("tls", "presence-tls", "tls.crt", "tls.crt"),
+        "PRESENCE_TLS_KEY_FILE": ("tls", "presence-tls", "tls.key", "tls.key"),
+        "PRESENCE_TLS_CLIENT_CA_FILE": ("tls-client-ca", "presence-tls", "ca.crt", "ca.crt"),
+        "PRESENCE_ADMIN_CLIENT_CA_FILE": ("tls-admin-client-ca", "presence-admin-ca", "backends-ca.pem", "ca.crt"),
+    }
+    for env, (volume, secret, key, path) in files.items():
+        mount = mounts[volume]
+        assert mount["readOnly"] is True and "subPath" not in mount, f"{volume}: {mount} (subPath mounts never update)"
+        assert r.env_value(env) == f"{mount['mountPath']}/{path}", (env, r.env_value(env), mount)
+        assert volumes[volume]["secretName"] == secret, volumes[volume]
+        assert {"key": key, "path": path} in volumes[volume]["items"], volumes[volume]["items"]
+    assert r.chart_secret() is None, "the TLS Secrets are the user's; the chart creates none"
+    assert "https://127.0.0.1:50051 --ca-file ca.crt" in r.notes and "--client-cert" in r.notes, r.notes
+    assert "-plaintext" not in r.notes
+    assert "probes are TCP checks" in r.notes
+    test_pod = r.one("Pod")
+    script = test_pod["spec"]["containers"][0]["args"][0]
+    assert "-plaintext" not in script and "-cert /etc/presence-node/tls/tls.crt" in script, script
+    assert test_pod["spec"]["volumes"][0]["secret"]["secretName"] == "presence-tls"
+
+
 EXPECTATIONS: dict[str, Callable[[Rendered], None]] = {
     "values-default.yaml": expect_default,
+    "values-insecure-allowed.yaml": expect_insecure_allowed,
+    "values-tls-admin-mtls-no-token.yaml": expect_tls_admin_mtls_no_token,
     "values-jwt-hs256-existing-secret.yaml": expect_jwt_hs256_existing_secret,
     "values-jwt-rs256-public-key.yaml": expect_jwt_rs256_public_key,
     "values-hpa-metrics-headless.yaml": expect_hpa_metrics_headless,
     "values-redis-cluster-existing-secret.yaml": expect_redis_cluster_existing_secret,
+    "values-tls-mtls.yaml": expect_tls_mtls,
 }
 
 
 # --------------------------------------------------------------------------------------------
 # Checks of single features and of values that must be refused
 
-REDIS = {"redis": {"url": "redis://redis:6379"}}
+REDIS = deep_merge(JWT, {"redis": {"url": "redis://redis:6379"}})
 
 
 def refused_values() -> None:
+    # No values at all: jwt is the default and has no key; that is the only complaint.
+    error = render_error({})
+    assert "auth.mode=jwt (the default)" in error and "auth.jwt.existingSecret or auth.jwt.secret" in error, error
+    assert error.count("\n  - ") == 1, f"the bare defaults should fail only for the JWT key: {error}"
+    TLS = {"tls": {"enabled": True, "existingSecret": "presence-tls"}}
     cases = [
         ({"auth": {"mode": "jwt"}}, "auth.jwt.existingSecret or auth.jwt.secret"),
+        ({"auth": {"mode": "insecure"}}, "set auth.allowInsecure=true"),
+        ({"auth": {"mode": "insecure", "allowInsecure": False}}, "set auth.allowInsecure=true"),
+        ({"auth": {"mode": "insecure", "allowInsecure": "yes"}}, "auth.allowInsecure must be true or false"),
+        ({"auth": {"jwt": {"secret": "   "}}}, "auth.jwt.secret is blank"),
         ({"auth": {"mode": "jwt", "jwt": {"algorithm": "ES256"}}}, "auth.jwt.publicKey"),
         ({"auth": {"mode": "jwt", "jwt": {"algorithm": "none", "secret": "x"}}}, "auth.jwt.algorithm"),
         ({"auth": {"mode": "open"}}, "auth.mode"),
@@ -512,46 +657,63 @@ def refused_values() -> None:
         ({"redis": {"url": "rediss://redis:6379"}}, "redis.url must be redis://"),
         ({"redis": {"url": "redis://a:6379,redis://b:6379"}}, "needs redis.mode=cluster"),
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "needs metrics.enabled"),
-        ({"admin": {"enabled": True}}, "admin.existingSecret or admin.token"),
+        (deep_merge(JWT, {"admin": {"enabled": True}}), "admin.existingSecret or admin.token"),
+        (deep_merge(JWT, {"admin": {"enabled": True, "token": " "}}), "admin.token is blank"),
+        # Admin mTLS needs TLS; a client CA for devices alone does not guard the admin port.
+        (deep_merge(JWT, {"admin": {"enabled": True}, "tls": {"adminClientCa": {"enabled": True}}}), "need tls.enabled"),
+        (deep_merge(JWT, deep_merge(TLS, {"admin": {"enabled": True}, "tls": {"clientCa": {"enabled": True}}})),
+         "or admin mTLS (tls.enabled and tls.adminClientCa.enabled)"),
         ({"config": {"sesionTtlMs": 1}}, "config.sesionTtlMs is not a known setting"),
+        ({"tls": {"enabled": True}}, "tls.enabled needs tls.existingSecret"),
+        ({"tls": {"clientCa": {"enabled": True}}}, "need tls.enabled"),
         ({"config": {"sessionTtlMs": 10000}}, "config.sessionTtlMs must be larger"),
     ]
     for values, message in cases:
         error = render_error(values)
         assert message in error, f"{values}: error does not say {message!r}: {error}"
+    # The opt-ins render: insecure with allowInsecure, admin with mTLS and no token.
+    r = render({"auth": {"mode": "insecure", "allowInsecure": True}})
+    assert r.env_value("PRESENCE_ALLOW_INSECURE") == "true"
+    r = render(deep_merge(JWT, deep_merge(TLS, {"admin": {"enabled": True}, "tls": {"adminClientCa": {"enabled": True}}})))
+    assert "PRESENCE_ADMIN_TOKEN" not in r.env and "PRESENCE_ADMIN_CLIENT_CA_FILE" in r.env
+    # With a token and admin mTLS both, the token is still passed (checked after the handshake).
+    r = render(deep_merge(JWT, deep_merge(TLS, {"admin": {"enabled": True, "existingSecret": "adm"},
+                                                "tls": {"adminClientCa": {"enabled": True}}})))
+    assert r.env["PRESENCE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "adm", "key": "admin-token"}
 
 
 def switches() -> None:
-    r = render({"livenessProbe": {"enabled": False}, "readinessProbe": {"enabled": False},
-                "startupProbe": {"enabled": True}, "pdb": {"create": False},
-                "tests": {"enabled": False}, "topologySpread": {"enabled": False},
-                "serviceAccount": {"create": False}})
+    r = render(deep_merge(JWT, {"livenessProbe": {"enabled": False}, "readinessProbe": {"enabled": False},
+                                "startupProbe": {"enabled": True}, "pdb": {"create": False},
+                                "tests": {"enabled": False}, "topologySpread": {"enabled": False},
+                                "serviceAccount": {"create": False}}))
     c = r.container
     assert "livenessProbe" not in c and "readinessProbe" not in c
-    assert c["startupProbe"]["grpc"] == {"port": GRPC_PORT}
+    # Startup asks for "" too: a Redis outage at boot must not restart-loop the pods.
+    assert c["startupProbe"]["grpc"] == {"port": GRPC_PORT, "service": ""}
     assert not r.of_kind("PodDisruptionBudget") and not r.of_kind("Pod") and not r.of_kind("ServiceAccount")
     assert "topologySpreadConstraints" not in r.pod_spec
     assert r.pod_spec["serviceAccountName"] == "default"
     check_schemas(r)
 
-    r = render({"lifecycle": {"preStop": {"useSleepAction": False, "seconds": 8}},
-                "config": {"shutdownGraceMs": 30500, "maxSessions": 50000}})
+    r = render(deep_merge(JWT, {"lifecycle": {"preStop": {"useSleepAction": False, "seconds": 8}},
+                                "config": {"shutdownGraceMs": 30500, "maxSessions": 50000}}))
     assert r.container["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "8"]}}
     assert r.pod_spec["terminationGracePeriodSeconds"] == 31 + 8 + 5
     assert r.env_value("PRESENCE_MAX_SESSIONS") == "50000"
     check_termination_grace(r)
     check_schemas(r)
 
-    r = render({"lifecycle": {"preStop": {"enabled": False}}, "terminationGracePeriodSeconds": 90})
+    r = render(deep_merge(JWT, {"lifecycle": {"preStop": {"enabled": False}}, "terminationGracePeriodSeconds": 90}))
     assert "lifecycle" not in r.container and r.pod_spec["terminationGracePeriodSeconds"] == 90
 
-    r = render({"pdb": {"minAvailable": "50%"}, "image": {"digest": "sha256:" + "a" * 64}})
+    r = render(deep_merge(JWT, {"pdb": {"minAvailable": "50%"}, "image": {"digest": "sha256:" + "a" * 64}}))
     assert r.one("PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
     assert "maxUnavailable" not in r.one("PodDisruptionBudget")["spec"]
     assert r.container["image"].endswith("@sha256:" + "a" * 64)
     check_schemas(r)
 
-    r = render({"redis": {"url": "redis://a:6379, redis://b:6379", "mode": "cluster"}, "replicaCount": 2})
+    r = render(deep_merge(JWT, {"redis": {"url": "redis://a:6379, redis://b:6379", "mode": "cluster"}, "replicaCount": 2}))
     assert r.env_value("PRESENCE_REDIS_MODE") == "cluster"
     check_inline_secrets_stay_in_secret(r)
 
@@ -573,7 +735,7 @@ def checksums_follow_changes() -> None:
 
     base = annotations(REDIS)
     assert annotations(deep_merge(REDIS, {"config": {"offlineGraceMs": 5000}}))["checksum/config"] != base["checksum/config"]
-    assert annotations({"redis": {"url": "redis://other:6379"}})["checksum/secret"] != base["checksum/secret"]
+    assert annotations(deep_merge(JWT, {"redis": {"url": "redis://other:6379"}}))["checksum/secret"] != base["checksum/secret"]
     assert annotations(deep_merge(REDIS, {"podAnnotations": {"a": "b"}}))["a"] == "b"
 
 
@@ -600,6 +762,8 @@ CHART_MANAGED_ENV = {
     "PRESENCE_JWT_SECRET", "PRESENCE_JWT_PUBLIC_KEY_FILE", "PRESENCE_JWT_LEEWAY_MS",
     "PRESENCE_JWT_ISSUER", "PRESENCE_JWT_AUDIENCE", "PRESENCE_REDIS_URL", "PRESENCE_REDIS_MODE",
     "PRESENCE_METRICS_ADDR", "PRESENCE_ADMIN_ADDR", "PRESENCE_ADMIN_TOKEN",
+    "PRESENCE_TLS_CERT_FILE", "PRESENCE_TLS_KEY_FILE", "PRESENCE_TLS_CLIENT_CA_FILE",
+    "PRESENCE_ADMIN_CLIENT_CA_FILE", "PRESENCE_ALLOW_INSECURE",
 }
 
 

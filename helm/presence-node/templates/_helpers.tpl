@@ -168,6 +168,11 @@ A value as an env string. Helm reads YAML numbers as float64, which would print 
 /etc/presence-node/jwt
 {{- end }}
 
+{{/* "true" when the admin API has a token (inline or from a Secret); without one it relies on admin mTLS. */}}
+{{- define "presence-node.adminHasToken" -}}
+{{- if or .Values.admin.existingSecret .Values.admin.token }}true{{- end }}
+{{- end }}
+
 {{- define "presence-node.adminSecretName" -}}
 {{- default (include "presence-node.secretName" .) .Values.admin.existingSecret }}
 {{- end }}
@@ -177,6 +182,34 @@ A value as an env string. Helm reads YAML numbers as float64, which would print 
 {{- .Values.admin.existingSecretKey }}
 {{- else }}
 {{- print "admin-token" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the TLS Secret and the client CA bundles are mounted (read-only directories). */}}
+{{- define "presence-node.tlsDir" -}}
+/etc/presence-node/tls
+{{- end }}
+{{- define "presence-node.tlsClientCaDir" -}}
+/etc/presence-node/tls-client-ca
+{{- end }}
+{{- define "presence-node.tlsAdminClientCaDir" -}}
+/etc/presence-node/tls-admin-client-ca
+{{- end }}
+
+{{/*
+The action of a probe: the native gRPC health check, or (tls.enabled: the kubelet's gRPC probe
+speaks no TLS, and the image has no health-check command for an exec probe) a TCP check of the
+gRPC port. Called with (dict "root" $ "service" NAME); the service is always written out, so
+liveness visibly asks for "" (the process, never Redis).
+*/}}
+{{- define "presence-node.probeAction" -}}
+{{- if .root.Values.tls.enabled }}
+tcpSocket:
+  port: {{ .root.Values.containerPorts.grpc }}
+{{- else }}
+grpc:
+  port: {{ .root.Values.containerPorts.grpc }}
+  service: {{ .service | quote }}
 {{- end }}
 {{- end }}
 
@@ -215,12 +248,20 @@ cluster, with a message that names the value.
 {{- if not (has .Values.auth.mode (list "insecure" "jwt")) }}
 {{- $errors = append $errors (printf "auth.mode must be insecure or jwt, not %q" (toString .Values.auth.mode)) }}
 {{- end }}
+{{- if and (eq .Values.auth.mode "insecure") (ne (toString .Values.auth.allowInsecure) "true") }}
+{{- $errors = append $errors "auth.mode=insecure lets any caller claim any user id, and the pod listens on 0.0.0.0: set auth.allowInsecure=true to accept that (development only), or use auth.mode=jwt" }}
+{{- end }}
+{{- if not (has (toString .Values.auth.allowInsecure) (list "true" "false")) }}
+{{- $errors = append $errors (printf "auth.allowInsecure must be true or false, not %q" (toString .Values.auth.allowInsecure)) }}
+{{- end }}
 {{- if eq .Values.auth.mode "jwt" }}
 {{- $alg := .Values.auth.jwt.algorithm }}
 {{- if not (has $alg (list "HS256" "RS256" "ES256")) }}
 {{- $errors = append $errors (printf "auth.jwt.algorithm must be HS256, RS256 or ES256, not %q" (toString $alg)) }}
 {{- else if and (eq $alg "HS256") (not .Values.auth.jwt.existingSecret) (not .Values.auth.jwt.secret) }}
-{{- $errors = append $errors "auth.mode=jwt with HS256 needs auth.jwt.existingSecret or auth.jwt.secret" }}
+{{- $errors = append $errors "auth.mode=jwt (the default) with HS256 needs auth.jwt.existingSecret or auth.jwt.secret, the key tokens are verified with (kubectl create secret generic presence-jwt --from-literal=jwt-secret=...; --set auth.jwt.existingSecret=presence-jwt). For development only: auth.mode=insecure with auth.allowInsecure=true" }}
+{{- else if and (eq $alg "HS256") (not .Values.auth.jwt.existingSecret) (eq (trim (toString .Values.auth.jwt.secret)) "") }}
+{{- $errors = append $errors "auth.jwt.secret is blank" }}
 {{- else if and (ne $alg "HS256") (not .Values.auth.jwt.existingSecret) (not .Values.auth.jwt.publicKey) }}
 {{- $errors = append $errors (printf "auth.mode=jwt with %s needs auth.jwt.existingSecret or auth.jwt.publicKey" $alg) }}
 {{- end }}
@@ -249,8 +290,18 @@ cluster, with a message that names the value.
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- $errors = append $errors "metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
-{{- if and .Values.admin.enabled (not .Values.admin.existingSecret) (not .Values.admin.token) }}
-{{- $errors = append $errors "admin.enabled needs admin.existingSecret or admin.token" }}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
+{{- $errors = append $errors "tls.enabled needs tls.existingSecret (a Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and (not .Values.tls.enabled) (or .Values.tls.clientCa.enabled .Values.tls.adminClientCa.enabled) }}
+{{- $errors = append $errors "tls.clientCa.enabled and tls.adminClientCa.enabled need tls.enabled (client certificates need TLS)" }}
+{{- end }}
+{{- if and .Values.admin.enabled (not .Values.admin.existingSecret) }}
+{{- if and .Values.admin.token (eq (trim (toString .Values.admin.token)) "") }}
+{{- $errors = append $errors "admin.token is blank: the node refuses an empty admin token" }}
+{{- else if and (not .Values.admin.token) (not (and .Values.tls.enabled .Values.tls.adminClientCa.enabled)) }}
+{{- $errors = append $errors "admin.enabled needs admin.existingSecret or admin.token (the admin API listens on 0.0.0.0 in the pod), or admin mTLS (tls.enabled and tls.adminClientCa.enabled)" }}
+{{- end }}
 {{- end }}
 {{- $names := include "presence-node.configEnvNames" . | fromYaml }}
 {{- range $key, $value := .Values.config }}
