@@ -20,6 +20,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 10_000;
 pub const DEFAULT_SESSION_TTL_MS: u64 = 30_000;
 pub const DEFAULT_HELLO_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_OFFLINE_GRACE_MS: u64 = 3_000;
+pub const DEFAULT_STORM_WINDOW_MS: u64 = 1_000;
+pub const DEFAULT_STORM_THRESHOLD: usize = 200;
+pub const DEFAULT_STORM_GRACE_MS: u64 = 30_000;
 pub const DEFAULT_NODE_LEASE_TTL_MS: u64 = 10_000;
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 20_000;
 pub const DEFAULT_STATUS_RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -161,6 +164,21 @@ pub struct Config {
     /// Wait before OFFLINE after an abrupt end.
     #[arg(long, env = "PRESENCE_OFFLINE_GRACE_MS", default_value_t = DEFAULT_OFFLINE_GRACE_MS)]
     pub offline_grace_ms: u64,
+
+    /// Storms: this many abrupt ends on the node within PRESENCE_STORM_WINDOW_MS (a load
+    /// balancer or network path restarting) make abrupt ends linger for
+    /// PRESENCE_STORM_GRACE_MS instead, so the mass reconnect shows no flaps; 0: off.
+    #[arg(long, env = "PRESENCE_STORM_THRESHOLD", default_value_t = DEFAULT_STORM_THRESHOLD)]
+    pub storm_threshold: usize,
+
+    /// The window in which PRESENCE_STORM_THRESHOLD abrupt ends make a storm.
+    #[arg(long, env = "PRESENCE_STORM_WINDOW_MS", default_value_t = DEFAULT_STORM_WINDOW_MS)]
+    pub storm_window_ms: u64,
+
+    /// The grace of an abrupt end during a storm (the worst-case ghost time then); the storm
+    /// lasts until this long after its last abrupt end.
+    #[arg(long, env = "PRESENCE_STORM_GRACE_MS", default_value_t = DEFAULT_STORM_GRACE_MS)]
+    pub storm_grace_ms: u64,
 
     /// A node that has not renewed its lease for this long is dead (cluster mode).
     #[arg(long, env = "PRESENCE_NODE_LEASE_TTL_MS", default_value_t = DEFAULT_NODE_LEASE_TTL_MS)]
@@ -463,6 +481,15 @@ impl Config {
                 "must be at least 1 (or unset)",
             ));
         }
+        if self.storm_threshold > 0 && self.storm_grace_ms < self.offline_grace_ms {
+            return Err(bad(
+                "PRESENCE_STORM_GRACE_MS",
+                "must be at least PRESENCE_OFFLINE_GRACE_MS",
+            ));
+        }
+        if self.storm_threshold > 0 && self.storm_window_ms == 0 {
+            return Err(bad("PRESENCE_STORM_WINDOW_MS", "must be greater than 0"));
+        }
         if self.resync_interval_ms == 0 {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
         }
@@ -503,6 +530,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The storm rule (`presence::storm`) from these settings.
+    pub fn storm_rule(&self) -> crate::presence::storm::StormRule {
+        crate::presence::storm::StormRule {
+            window_ms: self.storm_window_ms,
+            threshold: self.storm_threshold,
+            normal_grace_ms: self.offline_grace_ms,
+            storm_grace_ms: self.storm_grace_ms,
+        }
     }
 
     /// Encoded size of the largest legal subscribe frame, with protobuf overhead.

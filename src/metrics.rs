@@ -44,6 +44,8 @@ pub const RESYNCS: &str = "presence_resyncs_total";
 pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
 /// Users whose sessions were removed by dead-node sweeps (counter).
 pub const SWEPT_USERS: &str = "presence_swept_users_total";
+/// Mass abrupt disconnects that switched abrupt ends to the storm grace (counter).
+pub const STORMS: &str = "presence_storms_total";
 
 /// Starts the exporter on `addr` and the process-metrics collector. Call once per process,
 /// inside the runtime.
@@ -108,5 +110,9 @@ fn describe() {
     describe_counter!(
         SWEPT_USERS,
         "Users whose sessions were removed by dead-node sweeps"
+    );
+    describe_counter!(
+        STORMS,
+        "Mass abrupt disconnects that switched abrupt ends to the storm grace"
     );
 }

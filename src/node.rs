@@ -10,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::peers::{ControlCommand, Peers};
+use crate::presence::storm::StormGuard;
 use crate::presence::{Limits, UserRecord};
 use crate::registry::{RegistryMsg, SessionKey};
 use crate::session::table::SessionTable;
@@ -26,6 +27,8 @@ pub struct Node {
     pub sessions: SessionTable,
     /// Cluster mode: the other nodes (admin stats, forwarded disconnects).
     pub peers: Option<Arc<dyn Peers>>,
+    /// Mass abrupt disconnects get a longer grace (`presence::storm`).
+    pub storm: std::sync::Mutex<StormGuard>,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -51,6 +54,7 @@ impl Node {
         } = parts;
         Self {
             limits: config.limits(),
+            storm: std::sync::Mutex::new(StormGuard::new(config.storm_rule())),
             config,
             node_id,
             clock,

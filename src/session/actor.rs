@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tonic::Streaming;
 use tracing::debug;
 
-use super::end::{close_session, End};
+use super::end::{close_session, End, Linger};
 use super::outbox::{Outbox, Overflow};
 use super::table::SessionSlot;
 use crate::auth::Identity;
@@ -561,8 +561,15 @@ impl SessionState {
         let Some(slot) = self.node.sessions.remove(self.key) else {
             return;
         };
-        let kicked = matches!(end, End::Kicked(_));
-        let linger = !kicked && (end.lingers() || self.moving || self.node.is_draining());
+        let linger = if matches!(end, End::Kicked(_)) {
+            Linger::No
+        } else if self.moving || self.node.is_draining() {
+            Linger::Grace
+        } else if end.lingers() {
+            Linger::Abrupt
+        } else {
+            Linger::No
+        };
         let counted = self.device.is_some();
         metrics::counter!(crate::metrics::SESSIONS_CLOSED, "reason" => end.label()).increment(1);
         debug!(user = %self.user_id, session = %self.session_id, end = ?end, "session ended");

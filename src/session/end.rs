@@ -2,6 +2,8 @@
 //! grace) and for the stream, and the one routine that ends a session, used by the session
 //! actor and by the supervisor after a crash.
 
+use std::sync::Arc;
+
 use tracing::warn;
 
 use super::table::SessionSlot;
@@ -71,27 +73,54 @@ impl End {
     }
 }
 
+/// How long an ended session keeps counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Linger {
+    /// Gone at once.
+    No,
+    /// The offline grace: the device was told to move (drain, rebalance).
+    Grace,
+    /// An abrupt end: the offline grace, or the storm grace in a mass disconnect.
+    Abrupt,
+}
+
 /// Ends the session in `slot` (just taken out of the node's session table, so this runs
-/// once per session): the store forgets it (at once, or after the offline grace when
-/// `linger`), the registry forgets its watch list, and its stream ends with `result`.
-/// `counted`: the session said hello, so the store has it.
+/// once per session): the store forgets it (at once, or after its grace), the registry
+/// forgets its watch list, and its stream ends with `result`. `counted`: the session said
+/// hello, so the store has it.
 pub async fn close_session(
-    node: &Node,
+    node: &Arc<Node>,
     key: SessionKey,
     slot: SessionSlot,
     counted: bool,
-    linger: bool,
+    linger: Linger,
     result: Result<(), tonic::Status>,
 ) {
     if counted {
+        let now = node.now_ms();
+        let (linger_until_ms, extend) = match linger {
+            Linger::No => (None, Vec::new()),
+            Linger::Grace => (Some(now + node.config.offline_grace_ms), Vec::new()),
+            Linger::Abrupt => {
+                let grace = node
+                    .storm
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .abrupt_end(now, &slot.user_id, &slot.session_id);
+                (Some(grace.linger_until_ms), grace.extend)
+            }
+        };
         let op = Op::End {
             user_id: slot.user_id.clone(),
             session_id: slot.session_id.clone(),
-            linger_until_ms: linger.then(|| node.now_ms() + node.config.offline_grace_ms),
+            linger_until_ms,
         };
         if let Err(e) = node.write(op).await {
             warn!(user = %slot.user_id, session = %slot.session_id, error = %e,
                 "could not record the end of a session");
+        }
+        if !extend.is_empty() {
+            extend_storm_grace(node, extend, linger_until_ms);
         }
     }
     let watched = slot.outbox.watched_ids();
@@ -102,4 +131,27 @@ pub async fn close_session(
         });
     }
     slot.outbox.close(result);
+}
+
+/// A storm began: the sessions that ended abruptly just before it (with the normal grace)
+/// linger as long as the storm's. Written in the background: this session's end must not wait
+/// for them. A session that was replaced or expired meanwhile is not in the record: nothing
+/// changes for it.
+fn extend_storm_grace(node: &Arc<Node>, sessions: Vec<(String, String)>, until: Option<u64>) {
+    let node = node.clone();
+    metrics::counter!(crate::metrics::STORMS).increment(1);
+    warn!(
+        extended = sessions.len(),
+        "mass abrupt disconnect: abrupt ends linger for the storm grace"
+    );
+    tokio::spawn(async move {
+        for (user_id, session_id) in sessions {
+            let op = Op::End {
+                user_id,
+                session_id,
+                linger_until_ms: until,
+            };
+            let _ = node.write(op).await;
+        }
+    });
 }

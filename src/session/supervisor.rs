@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::error;
 
-use super::end::close_session;
+use super::end::{close_session, Linger};
 use crate::errors;
 use crate::node::Node;
 
@@ -49,14 +49,22 @@ impl Actor for SessionSupervisor {
 
 /// Does what the crashed actor could not: the first to take the table slot cleans up. The
 /// session lingers like any abrupt end (the device will likely reconnect).
-async fn clean_up_crashed(node: &Node, actor: ActorId) {
+async fn clean_up_crashed(node: &Arc<Node>, actor: ActorId) {
     let Some(key) = node.sessions.key_of_actor(actor) else {
         return;
     };
     let Some(slot) = node.sessions.remove(key) else {
         return;
     };
-    close_session(node, key, slot, true, true, Err(errors::session::crashed())).await;
+    close_session(
+        node,
+        key,
+        slot,
+        true,
+        Linger::Abrupt,
+        Err(errors::session::crashed()),
+    )
+    .await;
 }
 
 #[cfg(test)]
