@@ -233,7 +233,11 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
     };
     // Coalesced to the latest: whether the watcher caught up or was ended, it was sent a
     // small part of the changes (an unbounded queue would deliver every one of them).
-    let outcome_name = if outcome.is_ok() { "caught up" } else { "ended" };
+    let outcome_name = if outcome.is_ok() {
+        "caught up"
+    } else {
+        "ended"
+    };
     println!(
         "outcome: {outcome_name} after {updates} updates of alice read (for {CHANGES} changes, \
          at most {MAX_UPDATES_READ} allowed) in {:?}",
