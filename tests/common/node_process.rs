@@ -76,8 +76,13 @@ impl Process {
         }
     }
 
+    /// The child (still usable after a test panicked while holding it).
+    fn child(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn pid(&self) -> libc::pid_t {
-        self.child.lock().unwrap().id() as libc::pid_t
+        self.child().id() as libc::pid_t
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -88,7 +93,7 @@ impl Process {
 
     /// SIGKILL, as the OOM killer or a lost machine would; waits until it is gone.
     pub fn kill(&self) {
-        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let mut child = self.child();
         if matches!(child.try_wait(), Ok(None)) {
             let _ = child.kill();
         }
@@ -104,7 +109,7 @@ impl Process {
     }
 
     pub fn exited(&self) -> Option<ExitStatus> {
-        self.child.lock().unwrap().try_wait().expect("try_wait")
+        self.child().try_wait().expect("try_wait")
     }
 
     /// Polls for the exit until `within` has passed; `None` if still running.
