@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs, in one command for a fresh machine: formatting, lints, all tests
-# (unit and integration, against real nodes over real sockets) and that benchmarks build.
+# (unit and integration, against real nodes over real sockets, each under a timeout) and
+# that benchmarks build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,15 +27,24 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
+# The tests run under cargo-nextest: one process per test, each under the timeout of
+# .config/nextest.toml, no retries.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "== installing cargo-nextest (cargo install --locked)"
+  cargo install --locked cargo-nextest
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --locked
+echo "== cargo nextest run (unit and integration tests, per-test timeout)"
+cargo nextest run --locked --workspace --profile "${NEXTEST_PROFILE:-ci}"
+echo "== cargo test --doc (nextest does not run doctests)"
+cargo test --locked --doc
 echo "== conformance: the wire behaviour seen from grpcio (Google's C-core), not our client"
 bash scripts/conformance.sh target/debug/presence-node
-echo "== cargo bench --no-run (the criterion benchmarks still build)"
-cargo bench --locked --no-run
+echo "== cargo test --benches --no-run (the criterion benchmarks still build, in the test profile)"
+cargo test --locked --benches --no-run
 echo "== helm chart (offline: lint, render, Kubernetes 1.30 schemas)"
 bash scripts/check-chart.sh

@@ -8,16 +8,37 @@ use common::*;
 use futures::StreamExt;
 use presence_node::proto::presence_admin_service_client::PresenceAdminServiceClient;
 use presence_node::proto::{
-    server_frame, DisconnectMode, DisconnectRequest, ListSessionsRequest, StatsRequest, Status,
-    WatchChangesRequest,
+    server_frame, DisconnectMode, DisconnectRequest, ListSessionsRequest, Presence, PresenceChange,
+    StatsRequest, Status, WatchChangesRequest,
 };
 use tonic::transport::Channel;
 
 const TOKEN: &str = "s3cret-admin-token";
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+/// A unary request with the admin token and a deadline (`grpc-timeout`, which the client
+/// enforces too).
+fn authed<T>(message: T) -> tonic::Request<T> {
+    let mut request = authed_stream(message);
+    request.set_timeout(patience());
+    request
+}
+
+/// A unary request without a token, with a deadline.
+fn unauthed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(patience());
+    request
+}
+
+/// The next change of a `WatchChanges` stream, within the patience.
+async fn next_change(changes: &mut tonic::Streaming<PresenceChange>) -> Presence {
+    tokio::time::timeout(patience(), changes.next())
+        .await
+        .expect("a change within the patience")
+        .expect("the change stream ended")
+        .expect("the change stream failed")
+        .presence
+        .expect("a change carries a presence")
 }
 
 /// A client of the admin API (which starts listening shortly after the node).
@@ -30,7 +51,9 @@ async fn admin(addr: &str) -> PresenceAdminServiceClient<Channel> {
     PresenceAdminServiceClient::new(channel)
 }
 
-fn authed<T>(message: T) -> tonic::Request<T> {
+/// A request with the admin token, for a stream (its own reads are bounded, by
+/// `next_change`).
+fn authed_stream<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request
         .metadata_mut()
@@ -43,9 +66,9 @@ async fn admin_calls_need_the_token() {
     let addr = free_addr();
     let _node = TestNode::start(&["--admin-addr", &addr, "--admin-token", TOKEN]).await;
     let mut client = admin(&addr).await;
-    let err = client.stats(StatsRequest {}).await.unwrap_err();
+    let err = client.stats(unauthed(StatsRequest {})).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
-    let mut wrong = tonic::Request::new(StatsRequest {});
+    let mut wrong = unauthed(StatsRequest {});
     wrong
         .metadata_mut()
         .insert("authorization", "Bearer nope".parse().unwrap());
@@ -62,12 +85,12 @@ async fn sessions_stats_disconnect_and_changes_on_one_node() {
     let node = TestNode::start(&["--admin-addr", &addr, "--admin-token", TOKEN]).await;
     let mut client = admin(&addr).await;
     let mut changes = client
-        .watch_changes(authed(WatchChangesRequest { user_ids: vec![] }))
+        .watch_changes(authed_stream(WatchChangesRequest { user_ids: vec![] }))
         .await
         .unwrap()
         .into_inner();
     let mut bob_changes = client
-        .watch_changes(authed(WatchChangesRequest {
+        .watch_changes(authed_stream(WatchChangesRequest {
             user_ids: ids(&["bob"]),
         }))
         .await
@@ -83,15 +106,14 @@ async fn sessions_stats_disconnect_and_changes_on_one_node() {
     // Every change, in version order, for a backend watching everyone.
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let change = changes.next().await.unwrap().unwrap();
-        seen.push(change.presence.unwrap());
+        seen.push(next_change(&mut changes).await);
     }
     let users: Vec<&str> = seen.iter().map(|p| p.user_id.as_str()).collect();
     assert_eq!(users, vec!["wendy", "alice", "alice", "bob"]);
     assert!(seen[2].version > seen[1].version);
     assert_eq!(seen[2].devices, vec!["ios", "web"]);
     // A filtered stream sees only its users.
-    let bob = bob_changes.next().await.unwrap().unwrap().presence.unwrap();
+    let bob = next_change(&mut bob_changes).await;
     assert_eq!(bob.user_id, "bob");
 
     // Sessions: by user (from the store) and all of this node's.
@@ -194,13 +216,18 @@ async fn cluster_wide_stats_changes_and_forwarded_disconnects() {
     let b = TestNode::start_cluster(&redis, "adm", "node-b", &b_args).await;
     let mut client = admin(&admin_addr).await;
     let mut changes = client
-        .watch_changes(authed(WatchChangesRequest { user_ids: vec![] }))
+        .watch_changes(authed_stream(WatchChangesRequest { user_ids: vec![] }))
         .await
         .unwrap()
         .into_inner();
     // Node b hears about everyone through a pattern subscription: wait until it is on.
     let (mut alice, _) = a.session("alice", "ios").await;
+    let deadline = tokio::time::Instant::now() + patience();
     let first = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node b heard of no change on node a within the patience"
+        );
         let (_probe, _) = a.session("probe", "x").await;
         let change =
             tokio::time::timeout(std::time::Duration::from_millis(500), changes.next()).await;
@@ -212,7 +239,7 @@ async fn cluster_wide_stats_changes_and_forwarded_disconnects() {
     let r = alice.set_status(Status::Busy, "from node a").await.unwrap();
     assert_eq!(answer(&mut alice, r).await, Ok(()));
     loop {
-        let p = changes.next().await.unwrap().unwrap().presence.unwrap();
+        let p = next_change(&mut changes).await;
         if p.user_id == "alice" && p.status_text == "from node a" {
             break;
         }

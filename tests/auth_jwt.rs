@@ -218,12 +218,18 @@ async fn missing_authorization_is_unauthenticated() {
         r#ref: 1,
         kind: Some(client_frame::Kind::Hello(hello("web"))),
     }]);
-    let session = match raw.session(frames).await {
+    let opened = tokio::time::timeout(patience(), raw.session(frames))
+        .await
+        .expect("the Session call answered within the patience");
+    let session = match opened {
         Err(status) => status,
         // The status may also arrive as the end of the response stream.
         Ok(response) => {
             let mut stream = response.into_inner();
-            match stream.message().await {
+            let first = tokio::time::timeout(patience(), stream.message())
+                .await
+                .expect("the Session stream answered within the patience");
+            match first {
                 Err(status) => status,
                 Ok(frame) => panic!("session without credentials answered: {frame:?}"),
             }

@@ -138,6 +138,15 @@ fn churn_smoke_embedded() {
         "{json}"
     );
     assert!(json["expected"].as_u64().unwrap() > 0, "{json}");
+    assert_delivered_all(&json);
+}
+
+/// A churn run lost no change (each was delivered, or coalesced into a later one that was)
+/// and had no error.
+fn assert_delivered_all(json: &serde_json::Value) {
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["extra"]["lost"], 0, "{json}");
+    assert_eq!(json["delivered"], json["expected"], "{json}");
 }
 
 #[test]
@@ -168,6 +177,8 @@ fn churn_smoke_two_nodes_on_redis() {
         json["extra"]["redis_commands_per_change"].is_number(),
         "{json}"
     );
+    assert!(json["expected"].as_u64().unwrap() > 0, "{json}");
+    assert_delivered_all(&json);
 }
 
 #[test]
@@ -192,6 +203,11 @@ fn storm_smoke() {
     );
     assert_eq!(json["sessions"], 60);
     assert!(json["extra"]["flaps"].is_u64(), "{json}");
+    // Every session reconnected within the grace: no flap, none lost, no error.
+    assert_eq!(json["extra"]["flaps"], 0, "{json}");
+    assert_eq!(json["extra"]["sessions_lost"], 0, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["delivered"], 60, "{json}");
 }
 
 #[test]
@@ -213,6 +229,8 @@ fn bulk_smoke_embedded() {
         ],
     );
     assert!(json["delivered"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["extra"]["wrong_answers"], 0, "{json}");
 }
 
 #[test]
@@ -236,4 +254,6 @@ fn bulk_smoke_on_redis() {
     );
     assert_eq!(json["extra"]["redis"], true);
     assert!(json["delivered"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["extra"]["wrong_answers"], 0, "{json}");
 }

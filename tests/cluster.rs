@@ -92,13 +92,17 @@ async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis
     let reader = tokio::spawn(async move {
         let mut acks = 0;
         while acks < CHANGES {
-            if let Ok(Some(f)) = rx.recv().await {
-                if matches!(
-                    f.kind,
-                    Some(presence_node::proto::server_frame::Kind::Ack(_))
-                ) {
-                    acks += 1;
+            match tokio::time::timeout(patience(), rx.recv()).await {
+                Ok(Ok(Some(f))) => {
+                    if matches!(
+                        f.kind,
+                        Some(presence_node::proto::server_frame::Kind::Ack(_))
+                    ) {
+                        acks += 1;
+                    }
                 }
+                Ok(other) => panic!("alice's stream ended after {acks} acks: {other:?}"),
+                Err(_) => panic!("no frame for alice within the patience after {acks} acks"),
             }
         }
         rx
@@ -121,7 +125,10 @@ async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis
             break;
         }
     }
-    let _rx = reader.await.unwrap();
+    let _rx = tokio::time::timeout(patience(), reader)
+        .await
+        .expect("every change acked within the patience")
+        .unwrap();
 }
 
 on_redis_and_redis_cluster!(one_user_on_two_nodes_aggregates_under_concurrent_changes);
@@ -201,16 +208,21 @@ async fn heartbeats_cost_no_redis_commands_and_a_status_change_two_round_trips()
             .sum()
     };
     let before = redis.command_calls();
-    for _ in 0..100 {
+    const HEARTBEATS: usize = 101;
+    for _ in 0..HEARTBEATS {
         alice.heartbeat().await.unwrap();
     }
-    let r = alice.heartbeat().await.unwrap();
-    recv_until(&mut alice, "last heartbeat ack", |k| match k {
-        presence_node::proto::server_frame::Kind::HeartbeatAck(_) if r > 0 => Some(()),
+    // Read every ack (an ack names no heartbeat): after the last one, every heartbeat is
+    // known to be processed.
+    let mut acks = 0;
+    recv_until(&mut alice, "every heartbeat ack", |k| match k {
+        presence_node::proto::server_frame::Kind::HeartbeatAck(_) => {
+            acks += 1;
+            (acks == HEARTBEATS).then_some(())
+        }
         _ => None,
     })
     .await;
-    // Read every ack so the last one is known to be processed.
     let after_heartbeats = redis.command_calls();
     assert_eq!(
         total(&after_heartbeats),
@@ -390,7 +402,7 @@ async fn a_node_restarted_with_the_same_id_removes_the_sessions_of_its_previous_
         "--node-lease-ttl-ms",
         "3600000",
     ];
-    let mut first = common::node_process::NodeProcess::start(&args).await;
+    let first = common::node_process::NodeProcess::start(&args).await;
     let b = TestNode::start_cluster(&redis, "t14", "node-b", &[]).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     subscribe(&mut watcher, &["alice"]).await;
@@ -519,6 +531,12 @@ async fn a_write_that_keeps_losing_its_compare_and_set_keeps_the_node_healthy() 
     let before = writes.load(Ordering::Relaxed);
     let r = alice.set_status(Status::Busy, "contended").await.unwrap();
     assert_eq!(answer(&mut alice, r).await, Ok(()));
+    // The change is taken (acked) before it is written: the scenario is the competing
+    // writes going on after it, against the node's attempts to write it. Let them.
+    eventually("competing writes after the change was taken", || async {
+        (writes.load(Ordering::Relaxed) >= before + 200).then_some(())
+    })
+    .await;
     let during = writes.load(Ordering::Relaxed) - before;
     assert!(
         a.node.store.as_ref().is_healthy(),
@@ -537,6 +555,13 @@ async fn a_write_that_keeps_losing_its_compare_and_set_keeps_the_node_healthy() 
         (status_of(&p[0]) == Status::Busy && p[0].status_text == "contended").then_some(())
     })
     .await;
+    // In Redis itself, not only in the node's view.
+    let stored: String = ::redis::cmd("HGET")
+        .arg("t16:{u:alice}")
+        .arg("r")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(stored.contains("contended"), "{stored}");
     assert!(a.node.store.as_ref().is_healthy());
 }
 
@@ -756,6 +781,7 @@ async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap(redis: &Shar
     let (mut alice, _) = a.session("alice", "ios").await;
     next_update_of(&mut watcher, "alice").await;
 
+    let a_clock = a.clock.clone();
     let draining = tokio::spawn(a.shutdown());
     let retry = recv_until(&mut alice, "reconnect", |k| match k {
         presence_node::proto::server_frame::Kind::Reconnect(r) => Some(r.retry_after_ms),
@@ -765,8 +791,15 @@ async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap(redis: &Shar
     // The device leaves node a and comes back on node b after the advised delay.
     alice.close();
     tokio::time::sleep(std::time::Duration::from_millis(retry)).await; // the device's own wait
-    let (_alice_on_b, welcome) = b.session("alice", "ios").await;
+    let (mut alice_on_b, welcome) = b.session("alice", "ios").await;
     assert_eq!(welcome.node_id, "node-b");
+    // Both clocks past the offline grace of the session left on node a (node a reaps its
+    // lingering sessions, by its clock, as it stops; it waits at most the grace, in real
+    // time, from alice's close, and the advised delay is at most half of it): whatever
+    // the end of the grace does, it has done by the time node a has stopped.
+    let past_grace = OFFLINE_GRACE_MS + 1_000;
+    a_clock.advance(past_grace);
+    b.advance(past_grace);
     tokio::time::timeout(patience(), draining)
         .await
         .unwrap()
@@ -777,7 +810,34 @@ async fn sigterm_on_one_node_and_reconnect_to_another_shows_no_flap(redis: &Shar
         seen.iter().all(|p| p.user_id != "alice"),
         "the handoff flapped: {seen:?}"
     );
+    // A marker on alice's own channel, so on the path of any update of hers whatever
+    // node published it (and, with a higher version, after it): up to it, the watcher saw
+    // no other update of alice.
+    let r = alice_on_b.set_status(Status::Busy, "marker").await.unwrap();
+    assert_eq!(answer(&mut alice_on_b, r).await, Ok(()));
+    let mut of_alice = Vec::new();
+    recv_until(&mut watcher, "alice's own marker", |k| match k {
+        presence_node::proto::server_frame::Kind::Update(u) => {
+            of_alice.extend(u.presences.iter().filter(|p| p.user_id == "alice").cloned());
+            of_alice
+                .iter()
+                .any(|p| p.status_text == "marker")
+                .then_some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        of_alice.len(),
+        1,
+        "the handoff flapped (updates of alice before her marker): {of_alice:?}"
+    );
+    assert_eq!(status_of(&of_alice[0]), Status::Busy);
+    assert_eq!(of_alice[0].devices, vec!["ios"]);
 }
+
+/// The node's default `--offline-grace-ms`.
+const OFFLINE_GRACE_MS: u64 = 3_000;
 
 #[tokio::test]
 async fn sigkill_of_a_node_makes_its_users_offline_within_the_bound_and_leaves_no_keys() {
@@ -785,7 +845,7 @@ async fn sigkill_of_a_node_makes_its_users_offline_within_the_bound_and_leaves_n
     const LEASE_MS: u64 = 2_000;
     let lease = LEASE_MS.to_string();
     let url = redis.url();
-    let mut a = common::node_process::NodeProcess::start(&[
+    let a = common::node_process::NodeProcess::start(&[
         "--redis-url",
         &url,
         "--key-prefix",

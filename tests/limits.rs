@@ -43,6 +43,17 @@ async fn user_ids_must_be_1_to_128_bytes_without_control_characters() {
     assert_eq!(subscribe_answer(&mut s, vec!["é".repeat(64)]).await, Ok(1));
     // The refused frames were refused whole: only the last subscription counts.
     assert_eq!(node.node.sessions.len(), 1);
+    // "ok" came in every refused frame: it must not be watched. It comes online, then a
+    // user really watched does (the marker): alice is sent the marker's change and nothing
+    // of "ok" before it.
+    assert_eq!(subscribe_answer(&mut s, ids(&["marker"])).await, Ok(1));
+    let (_ok, _) = node.session("ok", "ios").await;
+    let (_marker, _) = node.session("marker", "ios").await;
+    let seen = updates_until_marker(&mut s, "marker").await;
+    assert!(
+        seen.iter().all(|p| p.user_id != "ok"),
+        "a refused subscribe left \"ok\" watched: {seen:?}"
+    );
     let err = get_presence(
         node.channel().await,
         &user_creds("bob"),

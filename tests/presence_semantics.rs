@@ -206,34 +206,57 @@ async fn versions_strictly_increase_and_snapshot_has_no_gap_under_concurrent_cha
     .await;
     let (alice, _) = node.session("alice", "ios").await;
     let (mut alice_tx, mut alice_rx) = alice.split();
-    const CHANGES: usize = 400;
-    let changer = tokio::spawn(async move {
-        for i in 0..CHANGES {
-            let status = if i % 2 == 0 {
-                Status::Away
-            } else {
-                Status::Busy
-            };
-            alice_tx.set_status(status, format!("n={i}")).await.unwrap();
+    // alice changes until the watcher has its snapshot, then AFTER more changes and a last
+    // one: the snapshot always falls in the middle of the changes, and updates follow it.
+    const AFTER: usize = 100;
+    const MOST: usize = 100_000;
+    let final_text = "final".to_string();
+    let subscribed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changer = tokio::spawn({
+        let (subscribed, final_text) = (subscribed.clone(), final_text.clone());
+        async move {
+            let mut after = None;
+            let mut i = 0;
+            loop {
+                let text = match after {
+                    Some(0) => final_text.clone(),
+                    _ => format!("n={i}"),
+                };
+                let status = if i % 2 == 0 {
+                    Status::Away
+                } else {
+                    Status::Busy
+                };
+                alice_tx.set_status(status, text.clone()).await.unwrap();
+                i += 1;
+                if text == final_text {
+                    return (alice_tx, i);
+                }
+                assert!(i < MOST, "the watcher never subscribed");
+                after = match after {
+                    Some(left) => Some(left - 1),
+                    None => subscribed
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                        .then_some(AFTER),
+                };
+            }
         }
-        alice_tx
     });
     let drain_acks = tokio::spawn(async move {
-        let mut acks = 0;
-        while acks < CHANGES {
-            match alice_rx.recv().await {
-                Ok(Some(f)) if matches!(f.kind, Some(server_frame::Kind::Ack(_))) => acks += 1,
-                Ok(Some(_)) => {}
+        loop {
+            match tokio::time::timeout(patience(), alice_rx.recv()).await {
+                Ok(Ok(Some(_))) => {}
                 other => panic!("alice's stream ended: {other:?}"),
             }
         }
-        alice_rx
     });
     // Subscribe while the changes are under way.
     let (mut watcher, _) = node.session("wendy", "web").await;
     let snapshot = subscribe(&mut watcher, &["alice"]).await;
+    subscribed.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut last = snapshot[0].clone();
-    let final_text = format!("n={}", CHANGES - 1);
+    assert_ne!(last.status_text, final_text, "the snapshot came last");
+    let mut updates = 0;
     while last.status_text != final_text {
         let update = next_update_of(&mut watcher, "alice").await;
         assert!(
@@ -243,8 +266,15 @@ async fn versions_strictly_increase_and_snapshot_has_no_gap_under_concurrent_cha
             update.version
         );
         last = update;
+        updates += 1;
     }
-    let _keep = (changer.await.unwrap(), drain_acks.await.unwrap());
+    assert!(updates > 0, "no update after the snapshot was checked");
+    let (_alice_tx, sent) = tokio::time::timeout(patience(), changer)
+        .await
+        .expect("the changes were sent within the patience")
+        .unwrap();
+    println!("{sent} changes, {updates} updates after the snapshot");
+    drain_acks.abort();
 }
 
 #[tokio::test]

@@ -6,13 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{end_of, hello, patience, recv_until, subscribe, user_creds};
+use common::node_process::{NodeProcess, Process, NODE_BIN};
+use common::{
+    end_of, eventually, eventually_within, free_addr, hello, patience, recv_until, subscribe,
+    user_creds,
+};
 use presence_node::client::{self, ClientError, Session};
 use presence_node::proto::{server_frame, Status as PresenceStatus};
 use tonic::transport::Channel;
@@ -21,184 +22,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_presence-node");
 const CLI_BIN: &str = env!("CARGO_BIN_EXE_presence");
 const SERVICE: &str = "presence.v1.PresenceService";
 /// The node's default `--offline-grace-ms`.
 const OFFLINE_GRACE_MS: u64 = 3_000;
-
-/// A port that was free a moment ago (bound, read, released).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
-
-/// A child process with captured output, killed on drop; its output is printed when the
-/// test is failing.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-fn capture(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => into.lock().unwrap().push_str(&line),
-            }
-        }
-    })
-}
-
-impl Proc {
-    fn spawn(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(program);
-        // Settings of the environment the tests run in must not leak into the programs.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PRESENCE_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            capture(child.stdout.take().unwrap(), stdout.clone()),
-            capture(child.stderr.take().unwrap(), stderr.clone()),
-        ];
-        let name = std::path::Path::new(program)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| program.to_string());
-        Self {
-            name: format!("{name} {}", args.join(" ")),
-            child,
-            stdout,
-            stderr,
-            readers,
-        }
-    }
-
-    fn pid(&self) -> libc::pid_t {
-        self.child.id() as libc::pid_t
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on the pid of a child this guard owns and has not reaped yet.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    /// Polls for the exit until `within` has passed; `None` if still running.
-    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.exited() {
-                // The pipes close with the process: the output is complete after this.
-                for reader in self.readers.drain(..) {
-                    let _ = reader.join();
-                }
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    fn dump(&self) {
-        eprintln!(
-            "----- {} (pid {}) stdout -----\n{}----- stderr -----\n{}-----",
-            self.name,
-            self.pid(),
-            self.stdout(),
-            self.stderr()
-        );
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump();
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// A `presence-node` process serving on its own port.
-struct NodeProc {
-    proc: Proc,
-    port: u16,
-}
-
-impl NodeProc {
-    /// Starts a node with `args` and waits until it accepts connections.
-    async fn start(args: &[&str]) -> Self {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut all = vec!["--listen-addr", listen.as_str()];
-        all.extend_from_slice(args);
-        let mut node = Self {
-            proc: Proc::spawn(NODE_BIN, &all, &[]),
-            port,
-        };
-        let deadline = Instant::now() + patience();
-        loop {
-            if let Some(status) = node.proc.exited() {
-                node.proc.dump();
-                panic!("presence-node exited before serving: {status}");
-            }
-            if client::connect(&node.url()).await.is_ok() {
-                return node;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "presence-node did not accept connections on {listen} within the patience"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn channel(&self) -> Channel {
-        client::connect(&self.url()).await.expect("connect")
-    }
-}
 
 async fn health_of(health: &mut HealthClient<Channel>) -> Result<ServingStatus, tonic::Status> {
     let response = health
@@ -233,10 +60,10 @@ fn text(bytes: &[u8]) -> String {
 
 async fn assert_bad_config(args: &[&str], envs: &[(&str, &str)], setting: &str) {
     // A free port, so that a node that wrongly starts does not fight over 50051.
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = free_addr();
     let mut all = vec!["--listen-addr", listen.as_str()];
     all.extend_from_slice(args);
-    let mut node = Proc::spawn(NODE_BIN, &all, envs);
+    let mut node = Process::spawn(NODE_BIN, &all, envs);
     let status = node
         .wait_exit(patience())
         .await
@@ -282,7 +109,7 @@ const SHUTDOWN_GRACE_MS: u64 = 2_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_within_the_grace() {
-    let mut node = NodeProc::start(&["--shutdown-grace-ms", "2000"]).await;
+    let mut node = NodeProcess::start(&["--shutdown-grace-ms", "2000"]).await;
     // A device that never closes its session (but keeps reading).
     let (mut alice, _) = Session::open(node.channel().await, &user_creds("alice"), hello("ios"))
         .await
@@ -309,17 +136,18 @@ async fn sigterm_drains_and_exits_within_the_grace() {
     );
 
     // The node drains: health says NOT_SERVING.
-    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
-    loop {
-        match health_of(&mut health).await {
-            Ok(ServingStatus::NotServing) => break,
-            other => assert!(
-                Instant::now() < deadline,
-                "health still answers {other:?} during the drain"
-            ),
+    let not_serving = eventually_within(Duration::from_millis(SHUTDOWN_GRACE_MS), || {
+        let mut health = health.clone();
+        async move {
+            matches!(health_of(&mut health).await, Ok(ServingStatus::NotServing)).then_some(())
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
+    assert!(
+        not_serving.is_some(),
+        "health still answers {:?} during the drain",
+        health_of(&mut health).await
+    );
     println!("health NOT_SERVING after {:?}", signalled.elapsed());
 
     // A new session is refused: UNAVAILABLE, or no connection at all.
@@ -363,7 +191,7 @@ async fn sigterm_drains_and_exits_within_the_grace() {
 async fn sigterm_exits_within_the_grace_despite_a_client_that_stopped_reading() {
     // Large texts and no rate limit, so a few changes fill the stalled client's HTTP/2
     // windows and the node has frames it cannot deliver when the drain starts.
-    let mut node = NodeProc::start(&[
+    let mut node = NodeProcess::start(&[
         "--shutdown-grace-ms",
         "2000",
         "--max-status-text-bytes",
@@ -413,21 +241,43 @@ async fn sigterm_exits_within_the_grace_despite_a_client_that_stopped_reading() 
     let status = status.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
     assert!(status.success(), "exit status {status}");
 
-    // What carol's client had buffered (for the record): the node could not push her the
-    // 100 changes, so it must have held (coalesced) the rest.
+    // What carol's client had buffered: the node could not push her the 100 changes (her
+    // windows hold about ten), so it held (coalesced) the rest; what she got is in order,
+    // each a state of alice newer than the one before, and her stream ends with the node.
     let mut updates = 0;
+    let mut last: Option<(u64, String)> = None;
     let end = loop {
         match tokio::time::timeout(patience(), carol.recv()).await {
             Ok(Ok(Some(frame))) => {
-                if matches!(frame.kind, Some(server_frame::Kind::Update(_))) {
-                    updates += 1;
+                if let Some(server_frame::Kind::Update(update)) = frame.kind {
+                    for p in update.presences.iter().filter(|p| p.user_id == "alice") {
+                        updates += 1;
+                        // The text starts with the change's number, zero-padded: in order.
+                        let number = p.status_text.get(..5).unwrap_or_default().to_string();
+                        if let Some((version, previous)) = &last {
+                            // (An OFFLINE view has no text: only its version counts.)
+                            assert!(
+                                p.version > *version && (number.is_empty() || number > *previous),
+                                "an older state after a newer one: {number} (v{}) after \
+                                 {previous} (v{version})",
+                                p.version
+                            );
+                        }
+                        last = Some((p.version, number));
+                    }
                 }
             }
-            Ok(other) => break format!("{other:?}"),
-            Err(_) => break "no end within the patience".to_string(),
+            Ok(other) => break Ok(format!("{other:?}")),
+            Err(_) => break Err("no end within the patience"),
         }
     };
-    println!("the stalled client had {updates} updates buffered; then {end}");
+    println!("the stalled client had {updates} updates buffered; then {end:?}");
+    let end = end.expect("carol's stream ends once the node has exited");
+    assert!(
+        updates < 100,
+        "all 100 changes reached the stalled client ({updates} updates): the scenario did not \
+         stall it; then {end}"
+    );
     drop(carol);
 }
 
@@ -436,7 +286,7 @@ async fn sigterm_exits_within_the_grace_despite_a_client_that_stopped_reading() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_get_prints_an_offline_user() {
-    let node = NodeProc::start(&[]).await;
+    let node = NodeProcess::start(&[]).await;
     let output = cli(&["--server", &node.url(), "--user", "bob", "get", "alice"]).await;
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     println!(
@@ -475,28 +325,30 @@ async fn cli_get_from_an_unreachable_server_fails_with_one_line() {
 
 /// Runs `presence get alice` (as bob) until its line for alice satisfies `want`.
 async fn cli_get_until(url: &str, what: &str, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + patience();
-    loop {
+    let last = std::sync::Mutex::new(String::new());
+    let found = eventually_within(patience(), || async {
         let output = cli(&["--server", url, "--user", "bob", "get", "alice"]).await;
         let stdout = text(&output.stdout);
         if output.status.success() && want(stdout.trim_end()) {
-            return stdout;
+            return Some(stdout);
         }
-        assert!(
-            Instant::now() < deadline,
-            "`presence get alice` never showed {what}; last: {} {stdout:?} {:?}",
-            output.status,
-            text(&output.stderr)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        *last.lock().unwrap() = format!("{} {stdout:?} {:?}", output.status, text(&output.stderr));
+        None
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "`presence get alice` never showed {what}; last: {}",
+            last.lock().unwrap()
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_status_is_visible_until_interrupted() {
-    let node = NodeProc::start(&[]).await;
+    let node = NodeProcess::start(&[]).await;
     let url = node.url();
-    let mut status = Proc::spawn(
+    let mut status = Process::spawn(
         CLI_BIN,
         &[
             "--server",
@@ -512,18 +364,17 @@ async fn cli_status_is_visible_until_interrupted() {
 
     // It says so once its session is confirmed; only then does Ctrl-C mean "go offline"
     // (before that it abandons a half-open call).
-    let deadline = Instant::now() + patience();
-    while !status.stdout().contains("you are busy as alice") {
+    eventually("`presence status` to confirm", || async {
         assert!(
             status.exited().is_none(),
             "`presence status` stopped on its own"
         );
-        assert!(
-            Instant::now() < deadline,
-            "`presence status` did not confirm within the patience"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        status
+            .stdout()
+            .contains("you are busy as alice")
+            .then_some(())
+    })
+    .await;
     let line = cli_get_until(&url, "alice busy \"in a meeting\"", |line| {
         line.starts_with("alice") && line.contains("busy") && line.contains("\"in a meeting\"")
     })
@@ -580,7 +431,7 @@ async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-    let node = NodeProc::start(&[]).await;
+    let node = NodeProcess::start(&[]).await;
     let mut reflection = ServerReflectionClient::new(node.channel().await);
     let request = ServerReflectionRequest {
         host: String::new(),

@@ -8,117 +8,34 @@
 mod common;
 
 use std::error::Error as _;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::node_process::NodeProcess;
 use common::{hello, next_update_of, patience, subscribe, user_creds};
 use presence_node::client::{self, Session};
 use presence_node::proto::{
-    server_frame, Error as ErrorFrame, ServerFrame, Status as PresenceStatus,
+    server_frame, Error as ErrorFrame, PresenceUpdate, ServerFrame, Status as PresenceStatus,
 };
+use prost::Message as _;
 use tonic::Code;
 
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_presence-node");
 const CHANGES: u64 = 100_000;
+/// Padding of each change's text (the limit is 256 bytes), so that every undelivered frame
+/// weighs enough for an unbounded queue of them to stand far above the node's memory noise.
+const TEXT_PADDING: usize = 200;
+/// At most this many of the changes may reach a watcher that stopped reading: coalescing
+/// leaves it the latest state, plus what its transport held (windows, socket buffers) when it
+/// stopped.
+const MAX_UPDATES_READ: u64 = CHANGES / 10;
+/// The node may grow by at most this fraction of what an unbounded queue of the undelivered
+/// frames would take (counted at their encoded size, the least any queue could hold them in).
+const MAX_GROWTH_OF_UNBOUNDED: f64 = 0.25;
+/// And never more than this, whatever the frames weigh.
 const MAX_GROWTH_BYTES: u64 = 32 * 1024 * 1024;
 
-/// A `presence-node` process on a free port, output captured (printed if the test fails),
-/// killed on drop.
-struct NodeProc {
-    child: Child,
-    port: u16,
-    output: Arc<Mutex<String>>,
-}
-
-fn capture(pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>, tag: &'static str) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { return };
-            let mut out = into.lock().unwrap();
-            out.push_str(tag);
-            out.push_str(&line);
-            out.push('\n');
-        }
-    });
-}
-
-impl NodeProc {
-    async fn start(args: &[&str]) -> Self {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let mut command = Command::new(NODE_BIN);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PRESENCE_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .arg("--listen-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("presence-node starts");
-        let output = Arc::new(Mutex::new(String::new()));
-        capture(child.stdout.take().unwrap(), output.clone(), "[out] ");
-        capture(child.stderr.take().unwrap(), output.clone(), "[err] ");
-        let mut node = Self {
-            child,
-            port,
-            output,
-        };
-        let deadline = Instant::now() + patience();
-        loop {
-            if let Some(status) = node.child.try_wait().unwrap() {
-                panic!("presence-node exited before serving: {status}");
-            }
-            if client::connect(&node.url()).await.is_ok() {
-                return node;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "presence-node did not accept connections within the patience"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Resident set size of the node, from /proc/<pid>/status.
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().strip_suffix("kB"))
-            .and_then(|n| n.trim().parse().ok())
-            .expect("a VmRSS line in kB");
-        kib * 1024
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "----- presence-node (pid {}) output -----\n{}-----",
-                self.child.id(),
-                self.output.lock().unwrap()
-            );
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The text of change `i`: `n=<i>` and the padding.
+fn text_of(i: u64) -> String {
+    format!("n={i} {}", ".".repeat(TEXT_PADDING))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -136,7 +53,7 @@ const NODE_ARGS: &[&str] = &[
     "600000",
 ];
 
-async fn open(node: &NodeProc, user: &str, device: &str) -> Session {
+async fn open(node: &NodeProcess, user: &str, device: &str) -> Session {
     let channel = client::connect(&node.url()).await.unwrap();
     Session::open(channel, &user_creds(user), hello(device))
         .await
@@ -155,7 +72,7 @@ struct Flood {
     session: Session,
 }
 
-/// Sends `changes` set_status frames (alternating ONLINE/AWAY with text `n=<i>`) on
+/// Sends `changes` set_status frames (alternating ONLINE/AWAY with `text_of(i)`) on
 /// `session`, pipelined (never waiting for an answer), while a task reads the answers.
 async fn flood(session: Session, changes: u64) -> Flood {
     let started = Instant::now();
@@ -195,7 +112,7 @@ async fn flood(session: Session, changes: u64) -> Flood {
         } else {
             PresenceStatus::Away
         };
-        if sender.set_status(status, format!("n={i}")).await.is_err() {
+        if sender.set_status(status, text_of(i)).await.is_err() {
             break; // the call ended; the reader tells how
         }
     }
@@ -239,7 +156,7 @@ fn assert_all_answered(flood: &Flood, changes: u64) {
 /// updates (or the node ended its session with RESOURCE_EXHAUSTED). `stream_window`: the
 /// watcher connection's HTTP/2 stream window (None: the client library's default).
 async fn watcher_stops_reading(stream_window: Option<u32>) {
-    let node = NodeProc::start(NODE_ARGS).await;
+    let node = NodeProcess::start(NODE_ARGS).await;
     let alice = open(&node, "alice", "ios").await;
     let mut endpoint = client::parse_server(&node.url()).unwrap();
     if let Some(window) = stream_window {
@@ -256,6 +173,10 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
     assert_eq!(snapshot[0].status, PresenceStatus::Online as i32);
     // From here the watcher does not read (its receiver is kept, not polled).
 
+    // A flood by an unwatched user first, so the memory the node takes for taking in a flood
+    // (buffers, allocator caches) is in the baseline, and the growth is the watcher's.
+    let warm_up = flood(open(&node, "warm-up", "ios").await, CHANGES / 5).await;
+    assert_all_answered(&warm_up, CHANGES / 5);
     let rss_before = node.rss_bytes();
     // alice pipelines her changes; a task reads her acks so her own stream never stalls.
     let flood = flood(alice, CHANGES).await;
@@ -264,22 +185,12 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
     let mut alice = flood.session;
     let rss_after = node.rss_bytes();
     let growth = rss_after.saturating_sub(rss_before);
-    println!(
-        "node VmRSS: before {:.1} MiB, after {:.1} MiB, growth {:.1} MiB (limit {:.0} MiB)",
-        mib(rss_before),
-        mib(rss_after),
-        mib(growth),
-        mib(MAX_GROWTH_BYTES)
-    );
-    assert!(
-        growth < MAX_GROWTH_BYTES,
-        "the node grew by {:.1} MiB while a watcher did not read",
-        mib(growth)
-    );
+    // Judged once the watcher has read (below): how many frames it never got decides what
+    // an unbounded queue of them would weigh.
 
     // The watcher reads again: it catches up to alice's final state, without having been
     // sent every intermediate one.
-    let final_text = format!("n={}", CHANGES - 1);
+    let final_text = text_of(CHANGES - 1);
     let reading = Instant::now();
     let deadline = tokio::time::Instant::now() + patience();
     let mut updates = 0u64;
@@ -289,8 +200,9 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
             .await
             .unwrap_or_else(|_| {
                 panic!(
-                    "the watcher did not reach {final_text} within the patience \
-                     ({updates} updates of alice read, last version {last_version})"
+                    "the watcher did not reach n={} within the patience \
+                     ({updates} updates of alice read, last version {last_version})",
+                    CHANGES - 1
                 )
             });
         match frame {
@@ -319,13 +231,56 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
             Err(status) => break Err(status),
         }
     };
+    // Coalesced to the latest: whether the watcher caught up or was ended, it was sent a
+    // small part of the changes (an unbounded queue would deliver every one of them).
+    let outcome_name = if outcome.is_ok() {
+        "caught up"
+    } else {
+        "ended"
+    };
+    println!(
+        "outcome: {outcome_name} after {updates} updates of alice read (for {CHANGES} changes, \
+         at most {MAX_UPDATES_READ} allowed) in {:?}",
+        reading.elapsed()
+    );
+    assert!(
+        updates <= MAX_UPDATES_READ,
+        "{updates} updates for {CHANGES} changes: not coalesced to the latest"
+    );
+    // The memory an unbounded queue of the frames the watcher never got would take, at the
+    // encoded size of one such frame (in memory, as structs, they would weigh more).
+    let undelivered = CHANGES - updates;
+    let mut frame_presence = snapshot[0].clone();
+    frame_presence.status = PresenceStatus::Away as i32;
+    frame_presence.status_text = final_text.clone();
+    frame_presence.version = last_version;
+    let frame_bytes = ServerFrame {
+        kind: Some(server_frame::Kind::Update(PresenceUpdate {
+            presences: vec![frame_presence],
+        })),
+    }
+    .encoded_len() as u64;
+    let unbounded = undelivered * frame_bytes;
+    let limit = ((unbounded as f64 * MAX_GROWTH_OF_UNBOUNDED) as u64).min(MAX_GROWTH_BYTES);
+    println!(
+        "node VmRSS: before {:.1} MiB, after {:.1} MiB, growth {:.1} MiB; an unbounded queue \
+         of the {undelivered} undelivered frames ({frame_bytes} B each) would take {:.1} MiB; \
+         limit {:.1} MiB",
+        mib(rss_before),
+        mib(rss_after),
+        mib(growth),
+        mib(unbounded),
+        mib(limit)
+    );
+    assert!(
+        growth < limit,
+        "the node grew by {:.1} MiB while a watcher did not read: not far below the {:.1} MiB \
+         an unbounded queue of the undelivered frames would take",
+        mib(growth),
+        mib(unbounded)
+    );
     match outcome {
         Ok(final_state) => {
-            println!(
-                "outcome: coalesced; the watcher reached {final_text} after {updates} updates \
-                 of alice (for {CHANGES} changes) in {:?}",
-                reading.elapsed()
-            );
             assert_eq!(final_state.status, PresenceStatus::Away as i32);
             assert!(
                 updates < CHANGES / 2,
@@ -374,7 +329,7 @@ async fn a_watcher_with_a_small_window_that_stops_reading_is_coalesced_not_buffe
 /// reading the client's frames until its replies have gone out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pipelining_client_that_reads_every_reply_is_not_a_slow_consumer() {
-    let node = NodeProc::start(NODE_ARGS).await;
+    let node = NodeProcess::start(NODE_ARGS).await;
     let alice = open(&node, "alice", "ios").await;
     let flood = flood(alice, CHANGES).await;
     assert_all_answered(&flood, CHANGES);

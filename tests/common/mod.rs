@@ -281,21 +281,47 @@ pub fn ids(v: &[&str]) -> Vec<String> {
 }
 
 /// Polls `check` until it returns `Some`, or panics after the patience.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + patience();
+    eventually_within(patience(), check)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for: {what}"))
+}
+
+/// Polls `check` until it returns `Some` (that value) or `within` has passed (`None`).
+/// Each check is bounded by the time left: a check that hangs counts as not yet.
+pub async fn eventually_within<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        if let Ok(Some(value)) = tokio::time::timeout_at(deadline, check()).await {
+            return Some(value);
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
+        if tokio::time::Instant::now() >= deadline {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A port of 127.0.0.1 that was free a moment ago (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `127.0.0.1:<a free port>`.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// The next frame, within the patience.

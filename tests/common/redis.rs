@@ -1,7 +1,6 @@
 //! A real `redis-server` per test, on a free port, killed on drop; its log is printed when
 //! the test fails.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,14 +20,6 @@ pub fn tls_fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl RedisServer {
     pub fn start() -> Self {
         Self::start_with(false)
@@ -40,7 +31,7 @@ impl RedisServer {
     }
 
     fn start_with(tls: bool) -> Self {
-        let port = free_port();
+        let port = super::free_port();
         let dir =
             std::env::temp_dir().join(format!("presence-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

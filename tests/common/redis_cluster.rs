@@ -12,20 +12,22 @@ pub struct RedisCluster {
 
 /// Ports for cluster nodes. A node also listens on its bus port (port + 10000); both are
 /// taken below the kernel's ephemeral range (32768+), from a counter, so clusters of
-/// concurrent tests (and the ports the OS hands out) never collide with each other.
+/// concurrent tests (and the ports the OS hands out) never collide with each other. Each
+/// test process starts at its own block of 10 (nextest runs every test in a process of its
+/// own), chosen by its pid among 990.
 fn free_ports(n: usize) -> Vec<u16> {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let _ = NEXT.compare_exchange(
         0,
-        12_000 + (std::process::id() % 300) as u16 * 10,
+        12_000 + (std::process::id() % 990) as u16 * 10,
         Ordering::SeqCst,
         Ordering::SeqCst,
     );
     let mut ports = Vec::new();
     while ports.len() < n {
         let p = NEXT.fetch_add(1, Ordering::SeqCst);
-        assert!(p < 22_000, "ran out of test ports");
+        assert!(p < 22_700, "ran out of test ports");
         let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
         if free(p) && free(p + 10_000) {
             ports.push(p);
