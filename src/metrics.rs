@@ -44,6 +44,11 @@ pub const RESYNCS: &str = "presence_resyncs_total";
 pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
 /// Users whose sessions were removed by dead-node sweeps (counter).
 pub const SWEPT_USERS: &str = "presence_swept_users_total";
+/// TLS handshakes that failed, by `listener` and `reason` (`error`, `timeout`) (counter).
+pub const TLS_HANDSHAKE_FAILURES: &str = "presence_tls_handshake_failures_total";
+/// Changed certificate files read, by `result`: `loaded` (served from now on), `refused`
+/// (not a consistent pair: the previous certificate stays) (counter).
+pub const TLS_RELOADS: &str = "presence_tls_reloads_total";
 
 /// Starts the exporter on `addr` and the process-metrics collector. Call once per process,
 /// inside the runtime.
@@ -109,4 +114,9 @@ fn describe() {
         SWEPT_USERS,
         "Users whose sessions were removed by dead-node sweeps"
     );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that failed, by listener and reason"
+    );
+    describe_counter!(TLS_RELOADS, "Changed TLS certificate files read, by result");
 }
