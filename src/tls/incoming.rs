@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -99,7 +99,11 @@ async fn handshake(
             Err("error")
         }
         Err(_) => {
-            tracing::debug!(?peer, timeout_ms = timeout.as_millis() as u64, "TLS handshake timed out");
+            tracing::debug!(
+                ?peer,
+                timeout_ms = timeout.as_millis() as u64,
+                "TLS handshake timed out"
+            );
             Err("timeout")
         }
     }

@@ -71,17 +71,18 @@ fn read(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// A client CA bundle to a verifier that requires a certificate it signed.
-fn client_verifier(
-    setting: &str,
-    path: &Path,
-) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
+fn client_verifier(setting: &str, path: &Path) -> Result<Arc<dyn ClientCertVerifier>, ConfigError> {
     let pem = read(setting, path)?;
-    let certs = parse_certificates(&pem).map_err(|e| bad(setting, format!("{}: {e}", path.display())))?;
+    let certs =
+        parse_certificates(&pem).map_err(|e| bad(setting, format!("{}: {e}", path.display())))?;
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| bad(setting, format!("{}: not a usable CA certificate: {e}", path.display())))?;
+        roots.add(cert).map_err(|e| {
+            bad(
+                setting,
+                format!("{}: not a usable CA certificate: {e}", path.display()),
+            )
+        })?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
@@ -139,7 +140,11 @@ impl TlsSettings {
             reload::PairError::Key(problem) => bad(KEY_SETTING, problem),
             reload::PairError::Mismatch => bad(
                 KEY_SETTING,
-                format!("{} does not match the certificate in {}", files.key.display(), files.cert.display()),
+                format!(
+                    "{} does not match the certificate in {}",
+                    files.key.display(),
+                    files.cert.display()
+                ),
             ),
         })?;
         let device_verifier = config

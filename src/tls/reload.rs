@@ -60,7 +60,8 @@ pub struct PairFiles {
 
 /// Reads and parses the pair: the chain, the key, and that they belong together.
 pub fn load_pair(files: &PairFiles) -> Result<(Arc<CertifiedKey>, u64), PairError> {
-    let cert = std::fs::read(&files.cert).map_err(|e| PairError::Cert(read_error(&files.cert, e)))?;
+    let cert =
+        std::fs::read(&files.cert).map_err(|e| PairError::Cert(read_error(&files.cert, e)))?;
     let key = std::fs::read(&files.key).map_err(|e| PairError::Key(read_error(&files.key, e)))?;
     let digest = digest(&cert, &key);
     Ok((parse_pair(&cert, &key)?, digest))
