@@ -541,3 +541,68 @@ fn credentials_do_not_leak_into_debug() {
     let shown = format!("{options:?} {leaf:?}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
 }
+
+/// Runs the `presence` CLI with `args` (no PRESENCE_* from the environment).
+async fn cli(args: Vec<String>) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PRESENCE_") {
+            command.env_remove(key);
+        }
+    }
+    let output = command.args(args).kill_on_drop(true).output();
+    tokio::time::timeout(patience(), output)
+        .await
+        .expect("the CLI exits within the patience")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cli_speaks_tls_and_mtls() {
+    let pki = Pki::new("cli");
+    let mut args = pki.node_args();
+    args.extend(["--tls-client-ca-file".into(), pki.ca_file.clone()]);
+    let node = start(&args).await;
+    let dir = &pki.dir;
+    let client = pki.ca.leaf(&["cli"], 21).unwrap();
+    let client_cert = dir.write("client.crt", &client.cert_pem);
+    let client_key = dir.write("client.key", &client.key_pem);
+    let get = |extra: &[&str]| {
+        let mut all: Vec<String> = vec!["--server".into(), node.addr.to_string()];
+        all.extend(extra.iter().map(|a| a.to_string()));
+        all.extend(["--user", "bob", "get", "alice"].map(String::from));
+        all
+    };
+
+    let out = cli(get(&[
+        "--ca-file",
+        &pki.ca_file,
+        "--client-cert",
+        &client_cert,
+        "--client-key",
+        &client_key,
+    ]))
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.starts_with("alice  offline"), "{stdout}");
+
+    // No client certificate: one line, exit 1.
+    let out = cli(get(&["--ca-file", &pki.ca_file])).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("presence: "), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    // A certificate without its key is refused before connecting.
+    let out = cli(get(&[
+        "--ca-file",
+        &pki.ca_file,
+        "--client-cert",
+        &client_cert,
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--client-key"), "{stderr}");
+}
