@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use presence_node::client::{self, Credentials, Session};
+use presence_node::client::{Credentials, Session};
 use presence_node::proto::Hello;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
@@ -56,7 +56,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(
-            client::connect(&node.url)
+            crate::common::connect(&node.url)
                 .await
                 .map_err(|e| e.to_string())?,
         );
