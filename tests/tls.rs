@@ -91,6 +91,7 @@ impl Pki {
         TlsOptions {
             ca_pem: Some(self.ca.cert_pem.clone().into_bytes()),
             client_identity: None,
+            server_name: None,
         }
     }
 
@@ -101,6 +102,7 @@ impl Pki {
                 cert_pem: client.cert_pem.clone().into_bytes(),
                 key_pem: client.key_pem.clone().into_bytes(),
             }),
+            server_name: None,
         }
     }
 }
@@ -211,6 +213,21 @@ async fn a_session_over_tls_with_a_private_ca() {
         .await
         .unwrap();
     assert_eq!(status_of(&got[0]), Status::Busy);
+
+    // A server name other than the URL's host (kubectl port-forward): the certificate
+    // must carry that name.
+    let named = |name: &str| TlsOptions {
+        server_name: Some(name.to_string()),
+        ..pki.trust()
+    };
+    let mut via_name = tls_session(&url, &named("localhost"), "dave")
+        .await
+        .unwrap();
+    heartbeat_acked(&mut via_name).await;
+    let err = tls_session(&url, &named("elsewhere.example"), "eve")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid for name"), "{err}");
 
     // The webpki roots do not know the private CA.
     let err = tls_session(&url, &TlsOptions::default(), "mallory")
@@ -537,6 +554,7 @@ fn credentials_do_not_leak_into_debug() {
             cert_pem: leaf.cert_pem.clone().into_bytes(),
             key_pem: leaf.key_pem.clone().into_bytes(),
         }),
+        server_name: None,
     };
     let shown = format!("{options:?} {leaf:?}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");

@@ -76,6 +76,15 @@ struct Cli {
         value_name = "PEM"
     )]
     client_key: Option<PathBuf>,
+    /// Name the server certificate must carry when it is not the --server host (e.g. the
+    /// Service name through kubectl port-forward)
+    #[arg(
+        long,
+        global = true,
+        env = "PRESENCE_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    tls_server_name: Option<String>,
     /// Device label of the session (sessions with the same label replace each other)
     #[arg(long, global = true, default_value = "cli")]
     device: String,
@@ -191,11 +200,12 @@ fn credentials(cli: &Cli, matches: &ArgMatches) -> Result<Credentials, String> {
 
 async fn run(cli: Cli, credentials: Credentials) -> Result<(), Failure> {
     // Fail early, before any signal handling, on a bad address or bad credentials.
-    let tls = TlsOptions::from_files(
+    let mut tls = TlsOptions::from_files(
         cli.ca_file.as_deref(),
         cli.client_cert.as_deref(),
         cli.client_key.as_deref(),
     )?;
+    tls.server_name = cli.tls_server_name.clone();
     client::parse_server_with(&cli.server, &tls)?;
     client::attach(&credentials, &mut tonic::metadata::MetadataMap::new())?;
     match cli.command {

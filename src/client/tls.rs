@@ -15,6 +15,9 @@ pub struct TlsOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// The certificate chain and key presented to the server (mTLS).
     pub client_identity: Option<ClientIdentity>,
+    /// The name the server certificate must carry, when it is not the URL's host (e.g.
+    /// through `kubectl port-forward` to 127.0.0.1).
+    pub server_name: Option<String>,
 }
 
 /// A client certificate chain and its private key, PEM.
@@ -29,6 +32,7 @@ impl std::fmt::Debug for TlsOptions {
         f.debug_struct("TlsOptions")
             .field("ca_pem", &self.ca_pem.as_ref().map(|pem| pem.len()))
             .field("client_identity", &self.client_identity.is_some())
+            .field("server_name", &self.server_name)
             .finish()
     }
 }
@@ -36,7 +40,7 @@ impl std::fmt::Debug for TlsOptions {
 impl TlsOptions {
     /// Whether anything differs from the default (then a bare `host:port` means TLS).
     pub fn is_set(&self) -> bool {
-        self.ca_pem.is_some() || self.client_identity.is_some()
+        self.ca_pem.is_some() || self.client_identity.is_some() || self.server_name.is_some()
     }
 
     /// Options from PEM files: `ca` to trust, `cert` + `key` to present (both or neither).
@@ -69,6 +73,7 @@ impl TlsOptions {
         Ok(Self {
             ca_pem: ca.map(read).transpose()?,
             client_identity,
+            server_name: None,
         })
     }
 
@@ -79,6 +84,9 @@ impl TlsOptions {
             Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
             None => config.with_webpki_roots(),
         };
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
         if let Some(identity) = &self.client_identity {
             config = config.identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
         }

@@ -94,6 +94,12 @@ async fn handshake(
     let peer = tcp.peer_addr().ok();
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Ok(tls),
+        // A TCP check (load balancer, Kubernetes tcpSocket probe) connects and closes
+        // without a byte: counted apart from real failures.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            tracing::debug!(?peer, "connection closed before the TLS handshake ended");
+            Err("closed")
+        }
         Ok(Err(e)) => {
             tracing::debug!(?peer, error = %e, "TLS handshake failed");
             Err("error")

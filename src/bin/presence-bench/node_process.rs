@@ -337,6 +337,7 @@ impl TlsDir {
         let options = presence_node::client::TlsOptions {
             ca_pem: Some(ca.cert_pem.into_bytes()),
             client_identity: None,
+            server_name: None,
         };
         Ok((Self(dir), options))
     }
