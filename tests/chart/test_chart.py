@@ -232,16 +232,20 @@ def check_probes(r: Rendered) -> None:
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports.get("grpc") == GRPC_PORT, f"container port grpc is {ports.get('grpc')}"
     enabled = merged(r.values)
+    # The kubelet's gRPC probes speak no TLS: with tls.enabled they are TCP checks.
+    kind = "tcpSocket" if enabled["tls"]["enabled"] else "grpc"
     for probe_name in ("livenessProbe", "readinessProbe", "startupProbe"):
         if not enabled[probe_name]["enabled"]:
             assert probe_name not in c, f"{probe_name} rendered although disabled"
             continue
         probe = c.get(probe_name)
         assert probe is not None, f"{probe_name} missing"
-        assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, f"{probe_name} is not a gRPC probe"
-        assert probe["grpc"]["port"] == ports["grpc"], f"{probe_name} hits port {probe['grpc']['port']}, not grpc"
+        assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {kind}, f"{probe_name} is not a {kind} probe"
+        assert probe[kind]["port"] == ports["grpc"], f"{probe_name} hits port {probe[kind]['port']}, not grpc"
         for key in ("periodSeconds", "timeoutSeconds", "failureThreshold"):
             assert probe[key] == enabled[probe_name][key], f"{probe_name}.{key} is not the value's"
+    if kind == "tcpSocket":
+        return
     if "readinessProbe" in c:
         assert c["readinessProbe"]["grpc"].get("service") == READINESS_SERVICE, c["readinessProbe"]
     if "livenessProbe" in c:
@@ -386,7 +390,7 @@ def check_wiring(r: Rendered) -> None:
 
 CHECKS_FOR_EVERY_VALUE_SET: list[tuple[str, Callable[[Rendered], None]]] = [
     ("manifests valid against Kubernetes schemas (strict)", check_schemas),
-    ("probes are gRPC probes on the grpc port", check_probes),
+    ("probes are gRPC probes (TCP with TLS) on the grpc port", check_probes),
     ("terminationGracePeriodSeconds covers preStop + drain", check_termination_grace),
     ("replicas vs HPA", check_replicas_and_hpa),
     ("secret-looking env vars come from Secrets", check_secret_env),
@@ -485,12 +489,37 @@ def expect_redis_cluster_existing_secret(r: Rendered) -> None:
     assert "embedded in-memory store" not in r.notes
 
 
+def expect_tls_mtls(r: Rendered) -> None:
+    mounts = {m["name"]: m for m in r.container["volumeMounts"]}
+    volumes = {v["name"]: v.get("secret") for v in r.pod_spec["volumes"]}
+    files = {
+        "PRESENCE_TLS_CERT_FILE": ("tls", "presence-tls", "tls.crt", "tls.crt"),
+        "PRESENCE_TLS_KEY_FILE": ("tls", "presence-tls", "tls.key", "tls.key"),
+        "PRESENCE_TLS_CLIENT_CA_FILE": ("tls-client-ca", "presence-tls", "ca.crt", "ca.crt"),
+        "PRESENCE_ADMIN_CLIENT_CA_FILE": ("tls-admin-client-ca", "presence-admin-ca", "backends-ca.pem", "ca.crt"),
+    }
+    for env, (volume, secret, key, path) in files.items():
+        mount = mounts[volume]
+        assert mount["readOnly"] is True and "subPath" not in mount, f"{volume}: {mount} (subPath mounts never update)"
+        assert r.env_value(env) == f"{mount['mountPath']}/{path}", (env, r.env_value(env), mount)
+        assert volumes[volume]["secretName"] == secret, volumes[volume]
+        assert {"key": key, "path": path} in volumes[volume]["items"], volumes[volume]["items"]
+    assert r.chart_secret() is None, "the TLS Secrets are the user's; the chart creates none"
+    assert "https://127.0.0.1:50051 --ca-file ca.crt" in r.notes and "--client-cert" in r.notes, r.notes
+    assert "-plaintext" not in r.notes
+    test_pod = r.one("Pod")
+    script = test_pod["spec"]["containers"][0]["args"][0]
+    assert "-plaintext" not in script and "-cert /etc/presence-node/tls/tls.crt" in script, script
+    assert test_pod["spec"]["volumes"][0]["secret"]["secretName"] == "presence-tls"
+
+
 EXPECTATIONS: dict[str, Callable[[Rendered], None]] = {
     "values-default.yaml": expect_default,
     "values-jwt-hs256-existing-secret.yaml": expect_jwt_hs256_existing_secret,
     "values-jwt-rs256-public-key.yaml": expect_jwt_rs256_public_key,
     "values-hpa-metrics-headless.yaml": expect_hpa_metrics_headless,
     "values-redis-cluster-existing-secret.yaml": expect_redis_cluster_existing_secret,
+    "values-tls-mtls.yaml": expect_tls_mtls,
 }
 
 
@@ -514,6 +543,8 @@ def refused_values() -> None:
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "needs metrics.enabled"),
         ({"admin": {"enabled": True}}, "admin.existingSecret or admin.token"),
         ({"config": {"sesionTtlMs": 1}}, "config.sesionTtlMs is not a known setting"),
+        ({"tls": {"enabled": True}}, "tls.enabled needs tls.existingSecret"),
+        ({"tls": {"clientCa": {"enabled": True}}}, "need tls.enabled"),
         ({"config": {"sessionTtlMs": 10000}}, "config.sessionTtlMs must be larger"),
     ]
     for values, message in cases:
@@ -600,6 +631,8 @@ CHART_MANAGED_ENV = {
     "PRESENCE_JWT_SECRET", "PRESENCE_JWT_PUBLIC_KEY_FILE", "PRESENCE_JWT_LEEWAY_MS",
     "PRESENCE_JWT_ISSUER", "PRESENCE_JWT_AUDIENCE", "PRESENCE_REDIS_URL", "PRESENCE_REDIS_MODE",
     "PRESENCE_METRICS_ADDR", "PRESENCE_ADMIN_ADDR", "PRESENCE_ADMIN_TOKEN",
+    "PRESENCE_TLS_CERT_FILE", "PRESENCE_TLS_KEY_FILE", "PRESENCE_TLS_CLIENT_CA_FILE",
+    "PRESENCE_ADMIN_CLIENT_CA_FILE",
 }
 
 

@@ -180,6 +180,34 @@ A value as an env string. Helm reads YAML numbers as float64, which would print 
 {{- end }}
 {{- end }}
 
+{{/* Where the TLS Secret and the client CA bundles are mounted (read-only directories). */}}
+{{- define "presence-node.tlsDir" -}}
+/etc/presence-node/tls
+{{- end }}
+{{- define "presence-node.tlsClientCaDir" -}}
+/etc/presence-node/tls-client-ca
+{{- end }}
+{{- define "presence-node.tlsAdminClientCaDir" -}}
+/etc/presence-node/tls-admin-client-ca
+{{- end }}
+
+{{/*
+The action of a probe: the native gRPC health check, or (tls.enabled: the kubelet's gRPC probe
+speaks no TLS) a TCP check of the gRPC port. Called with (dict "root" $ "service" NAME).
+*/}}
+{{- define "presence-node.probeAction" -}}
+{{- if .root.Values.tls.enabled }}
+tcpSocket:
+  port: {{ .root.Values.containerPorts.grpc }}
+{{- else }}
+grpc:
+  port: {{ .root.Values.containerPorts.grpc }}
+  {{- with .service }}
+  service: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
 {{/* "true" when the JWT mode verifies with a public key (RS256/ES256). */}}
 {{- define "presence-node.jwtUsesPublicKey" -}}
 {{- if and (eq .Values.auth.mode "jwt") (ne .Values.auth.jwt.algorithm "HS256") }}true{{- end }}
@@ -248,6 +276,12 @@ cluster, with a message that names the value.
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- $errors = append $errors "metrics.serviceMonitor.enabled needs metrics.enabled" }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
+{{- $errors = append $errors "tls.enabled needs tls.existingSecret (a Secret with tls.crt and tls.key)" }}
+{{- end }}
+{{- if and (not .Values.tls.enabled) (or .Values.tls.clientCa.enabled .Values.tls.adminClientCa.enabled) }}
+{{- $errors = append $errors "tls.clientCa.enabled and tls.adminClientCa.enabled need tls.enabled (client certificates need TLS)" }}
 {{- end }}
 {{- if and .Values.admin.enabled (not .Values.admin.existingSecret) (not .Values.admin.token) }}
 {{- $errors = append $errors "admin.enabled needs admin.existingSecret or admin.token" }}
