@@ -162,3 +162,46 @@ pub async fn run(resolver: Arc<ReloadingResolver>, files: PairFiles, loaded: u64
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::certs::Ca;
+
+    #[test]
+    fn a_pair_must_parse_and_match() {
+        let ca = Ca::new("unit CA").unwrap();
+        let one = ca.leaf(&["127.0.0.1"], 1).unwrap();
+        let two = ca.leaf(&["127.0.0.1"], 2).unwrap();
+        assert!(parse_pair(one.cert_pem.as_bytes(), one.key_pem.as_bytes()).is_ok());
+        assert_eq!(
+            parse_pair(one.cert_pem.as_bytes(), two.key_pem.as_bytes()).unwrap_err(),
+            PairError::Mismatch
+        );
+        assert!(matches!(
+            parse_pair(b"garbage", one.key_pem.as_bytes()),
+            Err(PairError::Cert(_))
+        ));
+        assert!(matches!(
+            parse_pair(one.cert_pem.as_bytes(), b""),
+            Err(PairError::Key(_))
+        ));
+        // A half-written certificate file (rotation in progress) is refused, not half-read.
+        let half = &one.cert_pem.as_bytes()[..one.cert_pem.len() / 2];
+        assert!(parse_pair(half, one.key_pem.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_resolver_serves_the_latest_pair() {
+        let ca = Ca::new("unit CA").unwrap();
+        let pair = |serial| {
+            let leaf = ca.leaf(&["127.0.0.1"], serial).unwrap();
+            parse_pair(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap()
+        };
+        let (first, second) = (pair(1), pair(2));
+        let resolver = ReloadingResolver::new(first.clone());
+        assert!(Arc::ptr_eq(&resolver.current(), &first));
+        resolver.replace(second.clone());
+        assert!(Arc::ptr_eq(&resolver.current(), &second));
+    }
+}
