@@ -624,3 +624,66 @@ async fn the_cli_speaks_tls_and_mtls() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--client-key"), "{stderr}");
 }
+
+/// Runs `presence-bench` with `args` (it starts its own TLS node) and returns its JSON.
+async fn bench(args: &[&str]) -> serde_json::Value {
+    let dir = TempDir::new("bench");
+    let out = dir.path("out.json");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_presence-bench"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PRESENCE_") {
+            command.env_remove(key);
+        }
+    }
+    let run = command
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the bench ends")
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_bench_drives_tls_nodes() {
+    let idle = bench(&[
+        "idle",
+        "--tls",
+        "--sessions",
+        "40",
+        "--connections",
+        "4",
+        "--watch",
+        "3",
+        "--hold-s",
+        "0.3",
+    ])
+    .await;
+    assert_eq!(idle["sessions"], 40, "{idle}");
+    assert_eq!(idle["errors"], 0, "{idle}");
+    // Storm's proxy passes TLS through.
+    let storm = bench(&[
+        "storm",
+        "--tls",
+        "--sessions",
+        "30",
+        "--connections",
+        "3",
+        "--reconnect-window-s",
+        "0.3",
+        "--offline-grace-ms",
+        "1000",
+        "--watchers",
+        "2",
+        "--watch",
+        "10",
+    ])
+    .await;
+    assert_eq!(storm["sessions"], 30, "{storm}");
+    assert_eq!(storm["errors"], 0, "{storm}");
+}
