@@ -44,8 +44,9 @@ pub const RESYNCS: &str = "presence_resyncs_total";
 pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
 /// Users whose sessions were removed by dead-node sweeps (counter).
 pub const SWEPT_USERS: &str = "presence_swept_users_total";
-/// TLS handshakes that failed, by `listener` and `reason`: `error`, `timeout`, `closed` (the
-/// peer closed before the handshake ended: TCP checks, scanners) (counter).
+/// TLS handshakes that failed, by `listener` and `reason`: `error`, `timeout`, `plaintext`
+/// (HTTP without TLS: answered with "use https://"), `closed` (the peer closed before the
+/// handshake ended: TCP checks, scanners) (counter).
 pub const TLS_HANDSHAKE_FAILURES: &str = "presence_tls_handshake_failures_total";
 /// Changed certificate files read, by `result`: `loaded` (served from now on), `refused`
 /// (not a consistent pair: the previous certificate stays) (counter).

@@ -247,7 +247,22 @@ async fn plaintext_to_a_tls_port_fails_and_the_node_goes_on() {
     let text = err.to_string();
     eprintln!("plaintext to a TLS port: {text}");
     assert!(!text.contains('\n'), "{text}");
+    assert!(text.contains("TLS only: use https://"), "{text}");
     assert!(err.is_transient(), "a connection error: {err:?}");
+    // HTTP/1.1 (curl http://...) gets a 400 saying the same.
+    let answer = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = TcpStream::connect(node.addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = tokio::time::timeout(patience(), answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("TLS only"), "{answer}");
     // A client that connects and never says anything does not hold up the others.
     let _silent = TcpStream::connect(node.addr).await.unwrap();
     let mut bob = tls_session(&https(&node), &pki.trust(), "bob")

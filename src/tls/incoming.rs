@@ -92,18 +92,26 @@ async fn handshake(
     timeout: Duration,
 ) -> Result<TlsStream<TcpStream>, &'static str> {
     let peer = tcp.peer_addr().ok();
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Ok(tls),
-        // A TCP check (load balancer, Kubernetes tcpSocket probe) connects and closes
-        // without a byte: counted apart from real failures.
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            tracing::debug!(?peer, "connection closed before the TLS handshake ended");
-            Err("closed")
+    let accepting = async {
+        if let Some(plaintext) = plaintext_kind(&tcp).await {
+            tracing::debug!(?peer, plaintext, "plaintext on a TLS port; told to use TLS");
+            tell_to_use_tls(tcp, plaintext).await;
+            return Err("plaintext");
         }
-        Ok(Err(e)) => {
-            tracing::debug!(?peer, error = %e, "TLS handshake failed");
-            Err("error")
-        }
+        acceptor.accept(tcp).await.map_err(|e| {
+            // A TCP check (load balancer, Kubernetes tcpSocket probe) connects and closes
+            // without a byte: counted apart from real failures.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                tracing::debug!(?peer, "connection closed before the TLS handshake ended");
+                "closed"
+            } else {
+                tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                "error"
+            }
+        })
+    };
+    match tokio::time::timeout(timeout, accepting).await {
+        Ok(result) => result,
         Err(_) => {
             tracing::debug!(
                 ?peer,
@@ -113,4 +121,52 @@ async fn handshake(
             Err("timeout")
         }
     }
+}
+
+/// What a client tells the peer on a TLS-only port when it speaks plaintext.
+const USE_TLS: &str = "this port speaks TLS only: use https://";
+
+/// `Some("h2")` or `Some("http1")` when the first bytes are a plaintext HTTP request rather
+/// than a TLS record (a ClientHello starts with 0x16).
+async fn plaintext_kind(tcp: &TcpStream) -> Option<&'static str> {
+    let mut first = [0u8; 4];
+    let n = tcp.peek(&mut first).await.ok()?;
+    match &first[..n] {
+        [b'P', b'R', b'I', ..] => Some("h2"),
+        [c, ..] if c.is_ascii_uppercase() => Some("http1"),
+        _ => None,
+    }
+}
+
+/// Answers a plaintext client in its own protocol, so it reports why instead of a bare
+/// "connection closed": an HTTP/2 GOAWAY whose debug data says to use TLS (gRPC clients show
+/// it), or an HTTP/1.1 400. Then waits (bounded by the caller) for the client to hang up, so
+/// the answer is not lost to a reset.
+async fn tell_to_use_tls(mut tcp: TcpStream, kind: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer = match kind {
+        "h2" => {
+            let mut frames = Vec::new();
+            // SETTINGS, empty: the server connection preface.
+            frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+            // GOAWAY: last stream 0, PROTOCOL_ERROR, the reason as debug data.
+            let payload_len = 8 + USE_TLS.len() as u32;
+            frames.extend_from_slice(&payload_len.to_be_bytes()[1..]);
+            frames.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+            frames.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x1]);
+            frames.extend_from_slice(USE_TLS.as_bytes());
+            frames
+        }
+        _ => format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{USE_TLS}\n",
+            USE_TLS.len() + 1
+        )
+        .into_bytes(),
+    };
+    if tcp.write_all(&answer).await.is_err() {
+        return;
+    }
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 1024];
+    while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
 }
