@@ -170,3 +170,90 @@ async fn tell_to_use_tls(mut tcp: TcpStream, kind: &str) {
     let mut sink = [0u8; 1024];
     while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::certs::Ca;
+    use tokio::io::AsyncReadExt;
+
+    /// A TLS listener on 127.0.0.1 with a `timeout` handshake deadline; returns its address,
+    /// the CA to trust and the stream of accepted connections.
+    async fn listener(
+        timeout: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        Ca,
+        impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>>,
+    ) {
+        let ca = Ca::new("incoming CA").unwrap();
+        let leaf = ca.leaf(&["127.0.0.1"], 1).unwrap();
+        let pair =
+            crate::tls::reload::parse_pair(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes())
+                .unwrap();
+        let resolver = Arc::new(crate::tls::ReloadingResolver::new(pair));
+        let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let stream =
+            incoming_with_timeout(TcpIncoming::from(tcp), Arc::new(config), "test", timeout);
+        (addr, ca, stream)
+    }
+
+    async fn tls_client(addr: std::net::SocketAddr, ca: &Ca) -> std::io::Result<()> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in crate::tls::parse_certificates(ca.cert_pem.as_bytes()).unwrap() {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_neither_blocks_others_nor_stays_forever() {
+        let (addr, ca, stream) = listener(Duration::from_millis(300)).await;
+        let mut stream = Box::pin(stream);
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        // The accepting side must be polled for handshakes to progress, as tonic does.
+        let (client, accepted) = tokio::join!(tls_client(addr, &ca), async {
+            tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        });
+        client.unwrap();
+        assert!(
+            matches!(accepted, Ok(Some(Ok(_)))),
+            "the second client got through"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "not held up by the silent one"
+        );
+        // Meanwhile the silent connection is dropped at the deadline.
+        let polling = async {
+            loop {
+                let _ = stream.next().await;
+            }
+        };
+        let mut byte = [0u8; 1];
+        let closed = tokio::select! {
+            read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut byte)) => read,
+            _ = polling => unreachable!(),
+        };
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+}

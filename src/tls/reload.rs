@@ -90,7 +90,7 @@ fn digest(cert: &[u8], key: &[u8]) -> u64 {
     hasher.finish()
 }
 
-fn parse_pair(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, PairError> {
+pub(crate) fn parse_pair(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, PairError> {
     let chain = super::parse_certificates(cert).map_err(PairError::Cert)?;
     let key = super::parse_private_key(key).map_err(PairError::Key)?;
     let provider = super::provider();
