@@ -281,6 +281,23 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
+    /// PEM certificate chain. Set (with PRESENCE_TLS_KEY_FILE): every listener serves TLS
+    /// only; the files are re-read when they change (rotation without a restart).
+    #[arg(long, env = "PRESENCE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of PRESENCE_TLS_CERT_FILE.
+    #[arg(long, env = "PRESENCE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// PEM CA bundle: gRPC (and web) clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "PRESENCE_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// PEM CA bundle: admin API clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "PRESENCE_ADMIN_CLIENT_CA_FILE")]
+    pub admin_client_ca_file: Option<PathBuf>,
+
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -494,6 +511,7 @@ impl Config {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
         }
         self.authenticator()?;
+        crate::tls::TlsSettings::from_config(self)?;
         self.check_exposure(std::env::var_os("PRESENCE_ADMIN_TOKEN").is_some())
     }
 
@@ -522,10 +540,10 @@ impl Config {
                     "is set but empty: give a token, or unset it (loopback admin address only)",
                 ));
             }
-            if token.is_none() && !admin.ip().is_loopback() {
+            if token.is_none() && self.admin_client_ca_file.is_none() && !admin.ip().is_loopback() {
                 return Err(bad(
                     "PRESENCE_ADMIN_TOKEN",
-                    format!("the admin API on {admin}, which is not loopback, needs a token"),
+                    format!("the admin API on {admin}, which is not loopback, needs a token or client certificates (PRESENCE_ADMIN_CLIENT_CA_FILE)"),
                 ));
             }
         }

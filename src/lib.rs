@@ -22,6 +22,7 @@
 //! - `peers`: the other nodes of a cluster as the core sees them (stats, control commands).
 //! - `node`: what all of the above share.
 //! - `auth`: identity from call metadata (insecure `x-user-id` or JWT).
+//! - `tls`: TLS and mTLS on every listener, the certificate re-read when its files change.
 //! - `config`: settings as flags and environment variables, checked at start.
 //! - `client`: the one way the CLI, benchmarks and tests speak the protocol.
 //! - `clock`, `telemetry`, `metrics`: time as a value; logging; Prometheus metrics.
@@ -47,4 +48,5 @@ pub mod session;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;

@@ -46,6 +46,13 @@ pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
 pub const SWEPT_USERS: &str = "presence_swept_users_total";
 /// Mass abrupt disconnects that switched abrupt ends to the storm grace (counter).
 pub const STORMS: &str = "presence_storms_total";
+/// TLS handshakes that failed, by `listener` and `reason`: `error`, `timeout`, `plaintext`
+/// (HTTP without TLS: answered with "use https://"), `closed` (the peer closed before the
+/// handshake ended: TCP checks, scanners) (counter).
+pub const TLS_HANDSHAKE_FAILURES: &str = "presence_tls_handshake_failures_total";
+/// Changed certificate files read, by `result`: `loaded` (served from now on), `refused`
+/// (not a consistent pair: the previous certificate stays) (counter).
+pub const TLS_RELOADS: &str = "presence_tls_reloads_total";
 
 /// Starts the exporter on `addr` and the process-metrics collector. Call once per process,
 /// inside the runtime.
@@ -115,4 +122,9 @@ fn describe() {
         STORMS,
         "Mass abrupt disconnects that switched abrupt ends to the storm grace"
     );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that failed, by listener and reason"
+    );
+    describe_counter!(TLS_RELOADS, "Changed TLS certificate files read, by result");
 }

@@ -148,29 +148,37 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_millis(config.keepalive_interval_ms)));
-    let mut transport = tokio::spawn(
-        Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
-            .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(presence)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    );
+    // Set: every listener serves TLS only, one certificate re-read when its files change.
+    let tls = crate::tls::Tls::from_config(&config)?;
+    let router = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(presence);
+    let stop = async {
+        let _ = stop_rx.await;
+    };
+    let mut transport = match &tls {
+        Some(tls) => {
+            let tls_config = tls.device_config(crate::tls::ALPN_H2);
+            let incoming = crate::tls::incoming(incoming, tls_config, "grpc");
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+        }
+        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop)),
+    };
     let sweeper = tokio::spawn(sweeper::run(node.clone()));
     let admin = match config.admin_addr {
-        Some(addr) => Some(serve_admin(node.clone(), addr, stop_rx_admin).await?),
+        Some(addr) => Some(serve_admin(node.clone(), addr, tls.as_ref(), stop_rx_admin).await?),
         None => None,
     };
     let health_follower = node
         .store
         .health_changes()
         .map(|changes| tokio::spawn(follow_store_health(node.clone(), health.clone(), changes)));
-    info!(node_id = %node.node_id, addr = ?addr, "presence node serving");
+    info!(node_id = %node.node_id, addr = ?addr, tls = tls.is_some(), "presence node serving");
 
     tokio::select! {
         _ = shutdown => {}
@@ -269,6 +277,7 @@ async fn drain(node: &Node, health: &tonic_health::server::HealthReporter) {
 async fn serve_admin(
     node: Arc<Node>,
     addr: std::net::SocketAddr,
+    tls: Option<&crate::tls::Tls>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>, ServerError> {
     let token = node
@@ -286,14 +295,20 @@ async fn serve_admin(
     let service = crate::proto::presence_admin_service_server::PresenceAdminServiceServer::new(
         crate::admin::AdminApi::new(node, token),
     );
-    info!(%addr, "admin API serving");
+    info!(%addr, tls = tls.is_some(), "admin API serving");
+    let router = Server::builder().add_service(service);
+    let stop = async {
+        let _ = stop.await;
+    };
+    let tls_config = tls.map(|tls| tls.admin_config());
     Ok(tokio::spawn(async move {
-        let served = Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop.await;
-            })
-            .await;
+        let served = match tls_config {
+            Some(tls_config) => {
+                let incoming = crate::tls::incoming(incoming, tls_config, "admin");
+                router.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            None => router.serve_with_incoming_shutdown(incoming, stop).await,
+        };
         if let Err(e) = served {
             warn!(error = %e, "admin API stopped");
         }

@@ -7,6 +7,7 @@
 //! ```
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use presence_node::client::format::{
     error_code_name, format_presence, format_time_of_day, now_ms, parse_status, status_name,
 };
-use presence_node::client::{self, ClientError, Credentials, Session};
+use presence_node::client::{self, ClientError, Credentials, Session, TlsOptions};
 use presence_node::proto::{server_frame, Hello, Presence, Status, Welcome};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -55,6 +56,35 @@ struct Cli {
         value_name = "JWT"
     )]
     token: Option<String>,
+    /// PEM CA certificate(s) to trust for https:// (a private CA) instead of the public roots.
+    /// With it (or a client certificate), a bare host:port means https://
+    #[arg(long, global = true, env = "PRESENCE_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for a node that requires one (mTLS); with --client-key
+    #[arg(
+        long,
+        global = true,
+        env = "PRESENCE_CLIENT_CERT_FILE",
+        value_name = "PEM"
+    )]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert
+    #[arg(
+        long,
+        global = true,
+        env = "PRESENCE_CLIENT_KEY_FILE",
+        value_name = "PEM"
+    )]
+    client_key: Option<PathBuf>,
+    /// Name the server certificate must carry when it is not the --server host (e.g. the
+    /// Service name through kubectl port-forward)
+    #[arg(
+        long,
+        global = true,
+        env = "PRESENCE_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    tls_server_name: Option<String>,
     /// Device label of the session (sessions with the same label replace each other)
     #[arg(long, global = true, default_value = "cli")]
     device: String,
@@ -170,16 +200,22 @@ fn credentials(cli: &Cli, matches: &ArgMatches) -> Result<Credentials, String> {
 
 async fn run(cli: Cli, credentials: Credentials) -> Result<(), Failure> {
     // Fail early, before any signal handling, on a bad address or bad credentials.
-    client::parse_server(&cli.server)?;
+    let mut tls = TlsOptions::from_files(
+        cli.ca_file.as_deref(),
+        cli.client_cert.as_deref(),
+        cli.client_key.as_deref(),
+    )?;
+    tls.server_name = cli.tls_server_name.clone();
+    client::parse_server_with(&cli.server, &tls)?;
     client::attach(&credentials, &mut tonic::metadata::MetadataMap::new())?;
     match cli.command {
         // No signal handling: Ctrl-C just ends a lookup.
-        Command::Get { users } => get(&cli.server, &credentials, users).await,
+        Command::Get { users } => get(&cli.server, &tls, &credentials, users).await,
         Command::Watch { users } => {
-            watch(Ctx::new(cli.server, credentials, cli.device), users).await
+            watch(Ctx::new(cli.server, tls, credentials, cli.device), users).await
         }
         Command::Status { status, text } => {
-            let ctx = Ctx::new(cli.server, credentials, cli.device);
+            let ctx = Ctx::new(cli.server, tls, credentials, cli.device);
             status_cmd(ctx, status, text.unwrap_or_default()).await
         }
     }
@@ -187,6 +223,7 @@ async fn run(cli: Cli, credentials: Credentials) -> Result<(), Failure> {
 
 struct Ctx {
     server: String,
+    tls: TlsOptions,
     credentials: Credentials,
     device: String,
     stop: watch::Receiver<bool>,
@@ -194,9 +231,10 @@ struct Ctx {
 
 impl Ctx {
     /// Also starts listening to Ctrl-C / SIGTERM.
-    fn new(server: String, credentials: Credentials, device: String) -> Ctx {
+    fn new(server: String, tls: TlsOptions, credentials: Credentials, device: String) -> Ctx {
         Ctx {
             server,
+            tls,
             credentials,
             device,
             stop: stop_signal(),
@@ -210,7 +248,7 @@ impl Ctx {
     }
 
     async fn open(&self, hello: Hello) -> Result<(Session, Welcome), ClientError> {
-        let channel = client::connect(&self.server).await?;
+        let channel = client::connect_with(&self.server, &self.tls).await?;
         Session::open(channel, &self.credentials, hello).await
     }
 
@@ -296,8 +334,13 @@ fn emit_timed(line: &str) -> Result<(), Failure> {
     emit(&format!("{}  {line}", format_time_of_day(now_ms())))
 }
 
-async fn get(server: &str, credentials: &Credentials, users: Vec<String>) -> Result<(), Failure> {
-    let channel = client::connect(server).await?;
+async fn get(
+    server: &str,
+    tls: &TlsOptions,
+    credentials: &Credentials,
+    users: Vec<String>,
+) -> Result<(), Failure> {
+    let channel = client::connect_with(server, tls).await?;
     for presence in client::get_presence(channel, credentials, users).await? {
         emit(&format_presence(&presence))?;
     }

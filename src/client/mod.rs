@@ -4,6 +4,7 @@
 //! - [`parse_server`] / [`connect`]: a server address (`http://host:port`, `https://host:port`
 //!   or bare `host:port`) to a [`Channel`]. One channel is one HTTP/2 connection; many
 //!   [`Session`]s and [`get_presence`] calls can share it (clone the channel).
+//!   [`connect_with`] / [`TlsOptions`] (`tls`): a private CA and a client certificate (mTLS).
 //! - [`Credentials`] / [`attach`]: the identity metadata of a call (`x-user-id` for the
 //!   insecure mode, `authorization: Bearer ...` for the jwt mode).
 //! - [`Session`]: one `Session` bidi stream. [`Session::open`] sends `Hello` and waits for the
@@ -13,6 +14,9 @@
 //! - [`format`]: the readable forms the CLI prints (status names, presence lines, times).
 
 pub mod format;
+pub mod tls;
+
+pub use tls::{ClientIdentity, TlsOptions};
 
 use format::{error_code_name, server_frame_name};
 
@@ -23,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::Uri;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Streaming};
 
 use crate::proto::presence_service_client::PresenceServiceClient;
@@ -60,6 +64,9 @@ pub enum ClientError {
     /// The server answered `Hello` with an `Error` frame instead of a `Welcome`.
     #[error("refused: {}: {}", error_code_name(.0.code), .0.message)]
     Rejected(crate::proto::Error),
+    /// The TLS options cannot be used (unreadable file, bad PEM, incomplete identity).
+    #[error("bad TLS settings: {0}")]
+    BadTls(String),
     /// The credentials cannot travel as call metadata.
     #[error("bad credentials: {0}")]
     BadCredentials(String),
@@ -166,6 +173,12 @@ fn request<T>(credentials: &Credentials, message: T) -> Result<Request<T>, Clien
 /// Parses a server address: `http://host:port`, `https://host:port` (TLS, webpki roots) or a
 /// bare `host:port` (plain http). The endpoint has a connect timeout and `TCP_NODELAY`.
 pub fn parse_server(s: &str) -> Result<Endpoint, ClientError> {
+    parse_server_with(s, &TlsOptions::default())
+}
+
+/// [`parse_server`] with TLS options for `https://`: a private CA, a client certificate.
+/// With options set, a bare `host:port` means `https://`, and `http://` is refused.
+pub fn parse_server_with(s: &str, options: &TlsOptions) -> Result<Endpoint, ClientError> {
     let input = s.trim();
     let bad = |reason: &str| ClientError::BadServer {
         server: s.to_string(),
@@ -182,8 +195,14 @@ pub fn parse_server(s: &str) -> Result<Endpoint, ClientError> {
                 "unsupported scheme {scheme:?} (use http://, https:// or host:port)"
             )))
         }
+        None if options.is_set() => (true, format!("https://{input}")),
         None => (false, format!("http://{input}")),
     };
+    if !tls && options.is_set() {
+        return Err(bad(
+            "a CA file or client certificate needs an https:// server",
+        ));
+    }
     let uri: Uri = full
         .parse()
         .map_err(|e: tonic::codegen::http::uri::InvalidUri| bad(&e.to_string()))?;
@@ -219,8 +238,8 @@ pub fn parse_server(s: &str) -> Result<Endpoint, ClientError> {
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
     if tls {
         endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().with_webpki_roots())
-            .map_err(|e| bad(&error_chain(&e)))?;
+            .tls_config(options.client_config())
+            .map_err(|e| ClientError::BadTls(error_chain(&e)))?;
     }
     Ok(endpoint)
 }
@@ -236,7 +255,12 @@ pub fn endpoint_name(endpoint: &Endpoint) -> String {
 
 /// Parses `server` and opens one connection to it.
 pub async fn connect(server: &str) -> Result<Channel, ClientError> {
-    let endpoint = parse_server(server)?;
+    connect_with(server, &TlsOptions::default()).await
+}
+
+/// [`connect`] with TLS options (see [`parse_server_with`]).
+pub async fn connect_with(server: &str, options: &TlsOptions) -> Result<Channel, ClientError> {
+    let endpoint = parse_server_with(server, options)?;
     endpoint
         .connect()
         .await

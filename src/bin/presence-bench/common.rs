@@ -64,16 +64,28 @@ impl Histograms {
     }
 }
 
+/// How the benchmark's connections are secured (set once, by `Deployment::start`).
+static TLS: std::sync::OnceLock<client::TlsOptions> = std::sync::OnceLock::new();
+
+/// Sets the TLS options of every later [`connect`] (`--tls`, `--ca-file`).
+pub fn set_tls(options: client::TlsOptions) {
+    let _ = TLS.set(options);
+}
+
+/// One connection to `url`, with the run's TLS options.
+pub async fn connect(url: &str) -> Result<Channel, client::ClientError> {
+    match TLS.get() {
+        Some(options) => client::connect_with(url, options).await,
+        None => client::connect(url).await,
+    }
+}
+
 /// `count` connections spread round-robin over `urls`.
 pub async fn connect_spread(urls: &[String], count: usize) -> Result<Vec<Channel>, String> {
     let mut channels = Vec::with_capacity(count);
     for i in 0..count {
         let url = &urls[i % urls.len()];
-        channels.push(
-            client::connect(url)
-                .await
-                .map_err(|e| format!("{url}: {e}"))?,
-        );
+        channels.push(connect(url).await.map_err(|e| format!("{url}: {e}"))?);
     }
     Ok(channels)
 }
@@ -122,13 +134,12 @@ pub struct CuttableProxy {
 }
 
 impl CuttableProxy {
-    /// A proxy forwarding to the node at `node_url` (`http://127.0.0.1:PORT`).
+    /// A proxy forwarding to the node at `node_url` (`http://127.0.0.1:PORT`, or `https://`:
+    /// TLS passes through it).
     pub async fn start(node_url: &str) -> Result<Self, String> {
-        let target = node_url
-            .strip_prefix("http://")
-            .unwrap_or(node_url)
-            .trim_end_matches('/')
-            .to_string();
+        let (scheme, target) = node_url.split_once("://").unwrap_or(("http", node_url));
+        let scheme = scheme.to_string();
+        let target = target.trim_end_matches('/').to_string();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
@@ -151,7 +162,7 @@ impl CuttableProxy {
             }
         });
         Ok(Self {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             accept,
             pipes,
         })

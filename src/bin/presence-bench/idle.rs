@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use presence_node::client::{self, Credentials, Session};
+use presence_node::client::{Credentials, Session};
 use presence_node::proto::Hello;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
@@ -53,16 +53,27 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let deployment =
         Deployment::start(&args.target, &["--max-concurrent-streams", &max_streams]).await?;
     let node = &deployment.nodes[0];
+    // The connections (TCP, and the TLS handshake with --tls) come first, apart from the
+    // sessions: their time and memory are reported on their own.
+    let rss_empty = node.rss_bytes();
+    let connecting = Instant::now();
     let mut channels = Vec::new();
     for _ in 0..args.connections {
         channels.push(
-            client::connect(&node.url)
+            crate::common::connect(&node.url)
                 .await
                 .map_err(|e| e.to_string())?,
         );
     }
+    let connect_s = connecting.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = node.rss_bytes();
+    let rss_per_connection = match (rss_empty, rss_before) {
+        (Some(empty), Some(before)) => {
+            Some(before.saturating_sub(empty) as f64 / args.connections.max(1) as f64)
+        }
+        _ => None,
+    };
     println!(
         "idle: {} sessions over {} connections, watching {} each; node RSS before {:.1} MiB",
         args.sessions,
@@ -199,6 +210,13 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         throughput_per_s: open as f64 / establish_s,
         extra: vec![
             ("watch_per_session", json!(args.watch)),
+            ("tls", json!(args.target.tls)),
+            ("connect_s", json!(connect_s)),
+            (
+                "connections_per_s",
+                json!(args.connections as f64 / connect_s.max(1e-9)),
+            ),
+            ("rss_per_connection_bytes", json!(rss_per_connection)),
             ("rss_before_bytes", json!(rss_before)),
             ("rss_after_bytes", json!(rss_after)),
             ("node_cpu_s_while_holding", json!(hold_cpu_s)),

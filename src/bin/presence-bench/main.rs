@@ -10,7 +10,9 @@
 //!
 //! By default it starts the node(s) itself (the `presence-node` binary next to this one) on
 //! free loopback ports, and a `redis-server` for `--nodes k` > 1 or `--redis`;
-//! `--server URL --node-pid PID` (repeated) targets running nodes instead.
+//! `--server URL --node-pid PID` (repeated) targets running nodes instead. `--tls` makes the
+//! started nodes serve TLS with a certificate made for the run (`--ca-file` trusts a private
+//! CA of `--server https://...` nodes).
 //! Every scenario prints progress and a table, `--out FILE` saves JSON, `--plot FILE.svg`
 //! draws the latency distribution. Many sessions need many file descriptors: run it after
 //! `ulimit -n 20000`.

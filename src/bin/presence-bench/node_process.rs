@@ -32,6 +32,13 @@ pub struct Target {
     /// redis-server of their own; with --server, only its `INFO commandstats` is read.
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Started nodes serve TLS, with a certificate made for the run by a private CA that
+    /// the benchmark's connections trust.
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CA to trust for `--server https://...` nodes (default: the public roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A node to drive: its URL and pid.
@@ -71,7 +78,7 @@ fn node_binary() -> Result<PathBuf, String> {
 impl NodeUnderTest {
     /// Starts a node with `args` on a free loopback port and waits until it answers
     /// `GetPresence` (in cluster mode: once it reached Redis).
-    async fn spawn(args: &[String]) -> Result<Self, String> {
+    async fn spawn(args: &[String], scheme: &str) -> Result<Self, String> {
         let port = free_port()?;
         let mut command = Command::new(node_binary()?);
         for (key, _) in std::env::vars_os() {
@@ -89,7 +96,7 @@ impl NodeUnderTest {
             .spawn()
             .map_err(|e| format!("cannot start presence-node: {e}"))?;
         let node = Self {
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             pid: Some(child.id()),
             child: Some(child),
         };
@@ -101,7 +108,7 @@ impl NodeUnderTest {
         let deadline = Instant::now() + patience;
         let who = presence_node::client::Credentials::User("presence-bench".into());
         loop {
-            if let Ok(channel) = presence_node::client::connect(&self.url).await {
+            if let Ok(channel) = crate::common::connect(&self.url).await {
                 let ids = vec!["presence-bench-ready".to_string()];
                 if presence_node::client::get_presence(channel, &who, ids)
                     .await
@@ -303,6 +310,52 @@ pub struct Deployment {
     /// The Redis the nodes use, when known (started here or given with --redis-url).
     pub redis_url: Option<String>,
     redis: Option<RedisServer>,
+    /// The certificate files of `--tls`, removed on drop.
+    tls_dir: Option<TlsDir>,
+}
+
+/// The node certificate of a `--tls` run, in a temporary directory removed on drop.
+struct TlsDir(PathBuf);
+
+impl TlsDir {
+    /// A private CA and a certificate for 127.0.0.1 it signed: the files, and the client
+    /// options trusting the CA.
+    fn create() -> Result<(Self, presence_node::client::TlsOptions), String> {
+        let ca = presence_node::tls::certs::Ca::new("presence-bench CA")?;
+        let leaf = ca.leaf(&["127.0.0.1", "localhost"], 1)?;
+        let dir = std::env::temp_dir().join(format!(
+            "presence-bench-tls-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let write = |name: &str, contents: &str| {
+            std::fs::write(dir.join(name), contents).map_err(|e| format!("{name}: {e}"))
+        };
+        write("tls.crt", &leaf.cert_pem)?;
+        write("tls.key", &leaf.key_pem)?;
+        let options = presence_node::client::TlsOptions {
+            ca_pem: Some(ca.cert_pem.into_bytes()),
+            client_identity: None,
+            server_name: None,
+        };
+        Ok((Self(dir), options))
+    }
+
+    fn node_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert-file".into(),
+            self.0.join("tls.crt").to_string_lossy().into_owned(),
+            "--tls-key-file".into(),
+            self.0.join("tls.key").to_string_lossy().into_owned(),
+        ]
+    }
+}
+
+impl Drop for TlsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Deployment {
@@ -311,6 +364,11 @@ impl Deployment {
     /// takes the given `--server`s. `defaults` are node flags put before `--node-arg`s (a
     /// flag given twice: the last wins).
     pub async fn start(target: &Target, defaults: &[&str]) -> Result<Self, String> {
+        if let Some(path) = &target.ca_file {
+            let options = presence_node::client::TlsOptions::from_files(Some(path), None, None)
+                .map_err(|e| e.to_string())?;
+            crate::common::set_tls(options);
+        }
         if !target.servers.is_empty() {
             let nodes = target
                 .servers
@@ -326,6 +384,7 @@ impl Deployment {
                 nodes,
                 redis_url: target.redis_url.clone(),
                 redis: None,
+                tls_dir: None,
             });
         }
         if target.nodes == 0 {
@@ -341,6 +400,15 @@ impl Deployment {
             }
             (None, false) => (None, None),
         };
+        let tls_dir = match target.tls {
+            true => {
+                let (dir, options) = TlsDir::create()?;
+                crate::common::set_tls(options);
+                Some(dir)
+            }
+            false => None,
+        };
+        let scheme = if tls_dir.is_some() { "https" } else { "http" };
         let prefix = format!("bench{}x{:x}", std::process::id(), rand::random::<u32>());
         let mut nodes = Vec::new();
         for i in 0..target.nodes {
@@ -355,13 +423,17 @@ impl Deployment {
                     format!("{prefix}-n{i}"),
                 ]);
             }
+            if let Some(dir) = &tls_dir {
+                args.extend(dir.node_args());
+            }
             args.extend(target.node_args.iter().cloned());
-            nodes.push(NodeUnderTest::spawn(&args).await?);
+            nodes.push(NodeUnderTest::spawn(&args, scheme).await?);
         }
         Ok(Self {
             nodes,
             redis_url,
             redis,
+            tls_dir,
         })
     }
 
@@ -372,8 +444,13 @@ impl Deployment {
             (Some(url), None) => format!("on Redis at {url}"),
             (None, _) => "embedded store".to_string(),
         };
+        let tls = if self.tls_dir.is_some() {
+            ", TLS (a certificate made for the run)"
+        } else {
+            ""
+        };
         format!(
-            "{} node(s) ({}), {store}",
+            "{} node(s) ({}), {store}{tls}",
             self.nodes.len(),
             self.nodes
                 .iter()

@@ -159,7 +159,7 @@ async fn storm_session(i: usize, channel: Channel, gate: Arc<Semaphore>, shared:
     let started = Instant::now();
     let slot = i % shared.new_channels.len();
     let channel = shared.new_channels[slot]
-        .get_or_try_init(|| client::connect(&shared.new_urls[slot]))
+        .get_or_try_init(|| crate::common::connect(&shared.new_urls[slot]))
         .await;
     let opened = match channel {
         Ok(channel) => Session::open(channel.clone(), &user, hello()).await,
