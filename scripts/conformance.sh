@@ -36,4 +36,5 @@ rm -rf "$STUBS" && mkdir -p "$STUBS"
 export CONFORMANCE_STUBS="$PWD/$STUBS"
 export PRESENCE_NODE_BIN="$PWD/$NODE_BIN"
 # -p no:cacheprovider: nothing written into the source tree.
+export GRPC_VERBOSITY=${GRPC_VERBOSITY:-ERROR}
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/conformance "$@"

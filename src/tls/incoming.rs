@@ -146,9 +146,10 @@ async fn tell_to_use_tls(mut tcp: TcpStream, kind: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let answer = match kind {
         "h2" => {
+            // No SETTINGS (server preface) first: with one, a client takes the connection as
+            // made and reconnects at once (grpcio C-core then loops without backoff until
+            // its deadline); without it, the connection failed and the client backs off.
             let mut frames = Vec::new();
-            // SETTINGS, empty: the server connection preface.
-            frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
             // GOAWAY: last stream 0, PROTOCOL_ERROR, the reason as debug data.
             let payload_len = 8 + USE_TLS.len() as u32;
             frames.extend_from_slice(&payload_len.to_be_bytes()[1..]);

@@ -40,7 +40,7 @@ def free_port() -> int:
 class Node:
     """A presence-node process on a free loopback port; SIGKILLed if it outlives the test."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
+    def __init__(self, *args: str, env: dict[str, str] | None = None, tls: bool = False):
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="presence-node-", suffix=".log", delete=False)
@@ -51,12 +51,28 @@ class Node:
             env={**os.environ, "RUST_LOG": "info", **(env or {})},
         )
         self.channel = grpc.insecure_channel(self.addr)
-        try:
-            grpc.channel_ready_future(self.channel).result(timeout=PATIENCE_S)
-        except grpc.FutureTimeoutError:
-            self.stop()
-            raise AssertionError(f"node did not start:\n{self.output()}")
+        if tls:
+            # A TLS port: the test makes its own secure channels; wait for the listener.
+            self._wait_listening()
+        else:
+            try:
+                grpc.channel_ready_future(self.channel).result(timeout=PATIENCE_S)
+            except grpc.FutureTimeoutError:
+                self.stop()
+                raise AssertionError(f"node did not start:\n{self.output()}")
         self.stub = pb_grpc.PresenceServiceStub(self.channel)
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + PATIENCE_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"node exited:\n{self.output()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"node did not listen within {PATIENCE_S} s:\n{self.output()}")
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -187,8 +203,8 @@ class Device:
 def node_factory():
     nodes: list[Node] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Node:
-        node = Node(*args, env=env)
+    def start(*args: str, env: dict[str, str] | None = None, tls: bool = False) -> Node:
+        node = Node(*args, env=env, tls=tls)
         nodes.append(node)
         return node
 
