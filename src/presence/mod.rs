@@ -8,4 +8,4 @@ pub mod limits;
 pub mod record;
 
 pub use limits::{LimitError, Limits};
-pub use record::{RecordError, SessionEntry, UserRecord};
+pub use record::{Choice, RecordError, SessionEntry, UserRecord};

@@ -8,8 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::presence::UserRecord;
-use crate::proto::Status;
+use crate::presence::{Choice, UserRecord};
 use crate::store::linger::LingerIndex;
 use crate::store::{apply_to_record, Op, Outcome, StoreError};
 
@@ -18,10 +17,19 @@ use crate::store::{apply_to_record, Op, Outcome, StoreError};
 struct HeldUser {
     /// The last record known (from Redis, or changed locally while Redis was unreachable).
     record: UserRecord,
-    /// A status chosen while Redis was unreachable, to write when it returns.
-    unwritten_status: Option<(Status, String)>,
+    /// A status chosen while Redis was unreachable (with when it was chosen), to write when
+    /// it returns unless a later choice reached Redis meanwhile.
+    unwritten_status: Option<Choice>,
     /// Whether the sessions changed while Redis was unreachable.
     unwritten: bool,
+}
+
+/// Whether Redis's record (at `stored_version`) is below a version this node already handed
+/// out (`min_version`, from `Held::min_version`, is one above the highest): then it is
+/// written even when the op changes nothing, so this node's watchers, who saw those
+/// provisional versions, see it too.
+pub fn behind(stored_version: u64, min_version: u64) -> bool {
+    stored_version.saturating_add(1) < min_version
 }
 
 #[derive(Debug)]
@@ -101,7 +109,11 @@ impl Held {
         };
         match op {
             Op::SetStatus { status, text, .. } => {
-                user.unwritten_status = Some((*status, text.clone()));
+                user.unwritten_status = Some(Choice {
+                    status: *status,
+                    text: text.clone(),
+                    at_ms: now_ms,
+                });
             }
             Op::End { .. } | Op::ExpireLingering { .. } => user.unwritten = true,
             Op::Open { .. } | Op::RemoveNode { .. } | Op::SyncNode { .. } => return Err(cause),
@@ -157,8 +169,8 @@ impl Held {
     }
 
     /// What re-asserting `user_id` writes: this node's sessions of it, a status chosen
-    /// while Redis was unreachable, and the status last known (restored if Redis lost the
-    /// record). For a user not held, the op removes this node's sessions.
+    /// while Redis was unreachable (applied only if Redis has no later choice), and the
+    /// status last known (restored if Redis lost the record). For a user not held, the op removes this node's sessions.
     pub fn reassertion(&self, user_id: &str) -> Reassertion {
         let Some(user) = self.users.get(user_id) else {
             return Reassertion {
@@ -179,7 +191,7 @@ impl Held {
                     .cloned()
                     .collect(),
                 chosen: user.unwritten_status.clone(),
-                known: Some((user.record.status, user.record.status_text.clone())),
+                known: Some(user.record.choice()),
             },
             held: true,
             unwritten: user.unwritten || user.unwritten_status.is_some(),
@@ -214,6 +226,7 @@ impl Held {
 mod tests {
     use super::*;
     use crate::presence::SessionEntry;
+    use crate::proto::Status;
 
     const NODE: &str = "n1";
     const T0: u64 = 1_800_000_000_000;
@@ -253,11 +266,27 @@ mod tests {
         }
     }
 
+    fn away(user: &str) -> Op {
+        Op::SetStatus {
+            user_id: user.into(),
+            status: Status::Away,
+            text: String::new(),
+        }
+    }
+
     /// What Redis would hold after `ops`, as the Redis store would see it (a write changes
     /// the record and Redis assigns a version).
     fn written(record: &mut UserRecord, op: &Op, now_ms: u64) -> UserRecord {
         apply_to_record(record, op, now_ms).unwrap();
         record.clone()
+    }
+
+    fn choice(status: Status, text: &str, at_ms: u64) -> Choice {
+        Choice {
+            status,
+            text: text.into(),
+            at_ms,
+        }
     }
 
     fn down() -> StoreError {
@@ -311,7 +340,7 @@ mod tests {
         let Op::SyncNode { known, .. } = held.reassertion("alice").op else {
             panic!("a re-assert syncs the node");
         };
-        assert_eq!(known, Some((Status::Online, "from another node".into())));
+        assert_eq!(known, Some(choice(Status::Online, "from another node", 0)));
     }
 
     #[test]
@@ -336,8 +365,8 @@ mod tests {
                 user_id: "alice".into(),
                 node_id: NODE.into(),
                 sessions: vec![session("s1", NODE)],
-                chosen: Some((Status::Busy, "focus".into())),
-                known: Some((Status::Busy, "focus".into())),
+                chosen: Some(choice(Status::Busy, "focus", T0 + 5)),
+                known: Some(choice(Status::Busy, "focus", T0 + 5)),
             }
         );
 
@@ -407,12 +436,73 @@ mod tests {
         let Op::SyncNode { chosen, .. } = again.op else {
             panic!("a re-assert syncs the node");
         };
-        assert_eq!(chosen, Some((Status::Busy, "focus".into())));
+        assert_eq!(chosen, Some(choice(Status::Busy, "focus", T0 + 1)));
 
         // An older event changes nothing.
         let v = held.min_version("alice");
         held.observe(&record);
         assert_eq!(held.min_version("alice"), v);
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_is_not_written_over_a_later_one() {
+        let (mut held, stored) = holding_alice();
+        // Cut off from Redis, alice chooses AWAY through this node...
+        let kept = held
+            .apply_unwritten(&away("alice"), T0 + 100, down())
+            .unwrap()
+            .expect("a change");
+        // ...and BUSY later through n2, which reaches Redis.
+        let mut redis = stored.clone();
+        let op = open("alice", "s2", "n2");
+        written(&mut redis, &op, T0 + 150);
+        written(&mut redis, &busy("alice"), T0 + 200);
+
+        let again = held.reassertion("alice");
+        assert!(again.unwritten);
+        let mut after = redis.clone();
+        assert!(
+            !apply_to_record(&mut after, &again.op, T0 + 300).unwrap(),
+            "the later choice stays, and nothing else differs"
+        );
+        assert_eq!(after.choice(), choice(Status::Busy, "focus", T0 + 200));
+        // Redis's version is above the provisional one: a plain read reaches the watchers.
+        assert!(redis.version > kept.version);
+        assert!(!behind(redis.version, held.min_version("alice")));
+        // Had Redis's clock been behind this node's, the record would be written anyway.
+        assert!(behind(kept.version - 5, held.min_version("alice")));
+
+        // Once re-asserted, the node holds Redis's record: the later choice.
+        held.hold(&after, &again.op);
+        let now = held.reassertion("alice");
+        assert!(!now.unwritten);
+        let Op::SyncNode { known, chosen, .. } = now.op else {
+            panic!("a re-assert syncs the node");
+        };
+        assert_eq!(chosen, None);
+        assert_eq!(known, Some(choice(Status::Busy, "focus", T0 + 200)));
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_is_written_when_it_is_the_latest() {
+        let (mut held, stored) = holding_alice();
+        let mut redis = stored.clone();
+        written(&mut redis, &busy("alice"), T0 + 100);
+        held.apply_unwritten(&away("alice"), T0 + 200, down())
+            .unwrap()
+            .expect("a change");
+        let mut after = redis.clone();
+        assert!(apply_to_record(&mut after, &held.reassertion("alice").op, T0 + 300).unwrap());
+        assert_eq!(after.choice(), choice(Status::Away, "", T0 + 200));
+        assert!(after.version > redis.version);
+    }
+
+    #[test]
+    fn only_a_record_below_the_versions_handed_out_is_behind() {
+        assert!(!behind(10, 0), "nothing handed out");
+        assert!(!behind(10, 11), "in step with Redis");
+        assert!(behind(10, 12));
+        assert!(!behind(u64::MAX, u64::MAX));
     }
 
     #[test]
