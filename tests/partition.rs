@@ -247,6 +247,10 @@ async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_else
         }
     };
     let chose_away = now_ms();
+    println!(
+        "AWAY on the cut-off node: {}",
+        if acked { "acknowledged" } else { "refused" }
+    );
     if acked {
         let (_, watcher, seen) = &mut watchers[0];
         seen.until(watcher, "node a's watcher sees AWAY", |p| {
@@ -281,7 +285,12 @@ async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_else
         })
         .await;
     }
-    // Every node ends on the later choice...
+    // Every watcher ends on the later choice, with versions increasing all along and no
+    // AWAY after BUSY...
+    for (name, _, seen) in &watchers {
+        seen.check(name);
+    }
+    // ...and so does every node.
     for node in [&a, &b] {
         let p = eventually("both nodes answer alice BUSY", || async {
             presence_on(node, "alice")
@@ -291,11 +300,6 @@ async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_else
         .await;
         assert_eq!(p.status_text, "on b");
         assert_eq!(p.devices, vec!["ios", "web"]);
-    }
-    // ...and so does every watcher, with versions increasing all along and no AWAY after
-    // BUSY.
-    for (name, _, seen) in &watchers {
-        seen.check(name);
     }
     // Sessions survived the partition on both nodes.
     let r = alice_a.heartbeat().await.unwrap();
