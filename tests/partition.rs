@@ -257,6 +257,8 @@ async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_else
             p.user_id == "alice" && status_of(p) == Status::Away
         })
         .await;
+        // Built on the latest record node A knew: alice's session on node B is still there.
+        assert_eq!(seen.last().devices, vec!["ios", "web"], "{:?}", seen.0);
     }
     // Later (by the wall clock, to the millisecond), alice chooses BUSY through node B.
     eventually("the clock to move on", || async {

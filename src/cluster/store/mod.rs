@@ -359,11 +359,19 @@ impl Store for RedisStore {
         // timed out or hit a bad key is no loss of Redis; a real loss is seen by writes and
         // by the bridge, whose checks turn readiness off and on again).
         let rows: Vec<Option<String>> = read.await.map_err(|e| self.fail(e))?;
-        Ok(user_ids
+        let records: Vec<Option<UserRecord>> = user_ids
             .iter()
             .zip(rows)
             .map(|(id, stored)| codec::decode_stored(id, &stored?).ok())
-            .collect())
+            .collect();
+        // What this node holds follows what it reads too, not only events (which it gets
+        // only for watched users): a change kept during an outage then builds on the
+        // latest record known (another node's sessions included).
+        let mut held = self.held();
+        for record in records.iter().flatten() {
+            held.observe(record);
+        }
+        Ok(records)
     }
 
     async fn reap(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
