@@ -140,9 +140,9 @@ impl Held {
             .unwrap_or(0)
     }
 
-    /// Takes in a newer record of a held user (a change event from another node). While a
-    /// change of this node waits to be written only its version is taken, so provisional
-    /// versions stay above it and the change is not lost.
+    /// Takes in a newer record of a held user (a change event from another node, or a
+    /// read). While a change of this node waits to be written only its version is taken, so
+    /// provisional versions stay above it and the change is not lost.
     pub fn observe(&mut self, record: &UserRecord) {
         let Some(user) = self.users.get_mut(&record.user_id) else {
             return;
