@@ -141,9 +141,12 @@ impl Held {
     }
 
     /// Takes in a newer record of a held user (a change event from another node, or a
-    /// read). While a change of this node waits to be written only its version is taken, so
-    /// provisional versions stay above it and the change is not lost.
+    /// read), except this node's sessions: what it holds of them is what a re-assert
+    /// writes, and Redis may have lost them (a failover, a sweep). While a change of this
+    /// node waits to be written only its version is taken, so provisional versions stay
+    /// above it and the change is not lost.
     pub fn observe(&mut self, record: &UserRecord) {
+        let node_id = &self.node_id;
         let Some(user) = self.users.get_mut(&record.user_id) else {
             return;
         };
@@ -151,7 +154,20 @@ impl Held {
             return;
         }
         if !user.unwritten && user.unwritten_status.is_none() {
-            user.record = record.clone();
+            let mut observed = record.clone();
+            observed.sessions.retain(|s| s.node_id != *node_id);
+            // A lingering session of ours whose device reconnected elsewhere was replaced
+            // (as `UserRecord::sync_node_sessions` has it).
+            let taken: Vec<String> = observed.sessions.iter().map(|s| s.device.clone()).collect();
+            observed.sessions.extend(
+                user.record
+                    .sessions
+                    .iter()
+                    .filter(|s| s.node_id == *node_id)
+                    .filter(|s| s.is_live() || !taken.contains(&s.device))
+                    .cloned(),
+            );
+            user.record = observed;
         } else {
             user.record.version = record.version;
         }
@@ -341,6 +357,59 @@ mod tests {
             panic!("a re-assert syncs the node");
         };
         assert_eq!(known, Some(choice(Status::Online, "from another node", 0)));
+    }
+
+    #[test]
+    fn an_observed_record_brings_other_nodes_sessions_but_not_its_own() {
+        let (mut held, record) = holding_alice();
+        // Redis lost this node's session (a failover), then n2 added one.
+        let mut lost = record.clone();
+        lost.sessions.clear();
+        let op = open("alice", "s9", "n2");
+        let observed = written(&mut lost, &op, T0 + 10);
+        held.observe(&observed);
+        assert_eq!(held.min_version("alice"), observed.version + 1);
+        let Op::SyncNode { sessions, .. } = held.reassertion("alice").op else {
+            panic!("a re-assert syncs the node");
+        };
+        assert_eq!(sessions, vec![session("s1", NODE)], "still re-asserted");
+        // A change kept during an outage builds on both.
+        let kept = held
+            .apply_unwritten(&busy("alice"), T0 + 20, down())
+            .unwrap()
+            .expect("a change");
+        let mut ids: Vec<&str> = kept
+            .sessions
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec!["s1", "s9"]);
+    }
+
+    #[test]
+    fn an_observed_reconnect_elsewhere_replaces_a_lingering_session_of_ours() {
+        let (mut held, mut record) = holding_alice();
+        let op = end("alice", "s1", Some(T0 + 3_000));
+        held.hold(&written(&mut record, &op, T0 + 1), &op);
+        // The same device reconnected on n2, which replaced the lingering session.
+        let mut moved = session("s9", "n2");
+        moved.device = "device-s1".into();
+        let op = Op::Open {
+            user_id: "alice".into(),
+            session: moved,
+            initial: None,
+            max_live_sessions: 10,
+        };
+        let observed = written(&mut record, &op, T0 + 2);
+        assert_eq!(observed.sessions.len(), 1);
+        held.observe(&observed);
+        let mut after = observed.clone();
+        let again = held.reassertion("alice");
+        assert!(
+            !apply_to_record(&mut after, &again.op, T0 + 3).unwrap(),
+            "nothing to re-assert"
+        );
     }
 
     #[test]
