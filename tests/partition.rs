@@ -160,8 +160,9 @@ impl Seen {
         self.0.last().expect("saw alice")
     }
 
-    /// Versions strictly increase; nothing older than the later choice shows after it.
-    fn check(&self, who: &str) {
+    /// Versions strictly increase; once the latest choice shows, nothing else does; it
+    /// shows last.
+    fn check(&self, who: &str, latest: &(Status, &str)) {
         for pair in self.0.windows(2) {
             assert!(
                 pair[1].version > pair[0].version,
@@ -171,27 +172,44 @@ impl Seen {
                 self.0
             );
         }
-        if let Some(first_busy) = self.0.iter().position(|p| status_of(p) == Status::Busy) {
+        let is_latest = |p: &Presence| (status_of(p), p.status_text.as_str()) == *latest;
+        if let Some(first) = self.0.iter().position(is_latest) {
             assert!(
-                self.0[first_busy..]
-                    .iter()
-                    .all(|p| status_of(p) == Status::Busy),
+                self.0[first..].iter().all(is_latest),
                 "{who} saw alice's earlier choice again after the later one: {:?}",
                 self.0
             );
         }
-        assert_eq!(status_of(self.last()), Status::Busy, "{who}: {:?}", self.0);
-        assert_eq!(self.last().status_text, "on b", "{who}: {:?}", self.0);
+        assert!(
+            is_latest(self.last()),
+            "{who} ends on {latest:?}: {:?}",
+            self.0
+        );
     }
 }
 
+const AWAY_ON_A: (Status, &str) = (Status::Away, "on a");
+const BUSY_ON_B: (Status, &str) = (Status::Busy, "on b");
+
 #[tokio::test]
 async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_elsewhere() {
+    partition_scenario("part1", false).await;
+}
+
+#[tokio::test]
+async fn a_choice_made_on_a_cut_off_node_wins_over_an_earlier_one_made_elsewhere() {
+    partition_scenario("part3", true).await;
+}
+
+/// Node A (alice on ios) is cut off from Redis, node B (alice on web) is not; alice chooses
+/// AWAY through A and BUSY through B, B's first when `cut_off_node_last`. After the heal,
+/// every node and every watcher ends on the later choice.
+async fn partition_scenario(prefix: &str, cut_off_node_last: bool) {
     let redis = RedisServer::start();
     let proxy = Proxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
     let (direct, proxied) = (redis.url(), proxy.url());
     let node = |url: &str, id: &str| {
-        let args: Vec<String> = ["--redis-url", url, "--key-prefix", "part1", "--node-id", id]
+        let args: Vec<String> = ["--redis-url", url, "--key-prefix", prefix, "--node-id", id]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -236,44 +254,54 @@ async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_else
     .await;
     assert_eq!(readiness(&b.url).await, Some(ServingStatus::Serving));
 
-    // alice chooses AWAY through node A: acknowledged (kept until Redis is back, shown to
-    // node A's watchers) or refused as unavailable.
-    let r = alice_a.set_status(Status::Away, "on a").await.unwrap();
-    let acked = match answer(&mut alice_a, r).await {
-        Ok(()) => true,
-        Err(code) => {
-            assert_eq!(code, ErrorCode::Unavailable as i32);
-            false
+    let mut acked = false;
+    let mut chose_at = 0;
+    for on_a in [!cut_off_node_last, cut_off_node_last] {
+        // Each choice later than the one before by the wall clock, to the millisecond.
+        eventually("the clock to move on", || async {
+            (now_ms() > chose_at).then_some(())
+        })
+        .await;
+        if on_a {
+            // Through node A: acknowledged (kept until Redis is back, shown to node A's
+            // watchers) or refused as unavailable.
+            let r = alice_a.set_status(AWAY_ON_A.0, AWAY_ON_A.1).await.unwrap();
+            acked = match answer(&mut alice_a, r).await {
+                Ok(()) => true,
+                Err(code) => {
+                    assert_eq!(code, ErrorCode::Unavailable as i32);
+                    false
+                }
+            };
+            println!(
+                "AWAY on the cut-off node: {}",
+                if acked { "acknowledged" } else { "refused" }
+            );
+            if acked {
+                let (_, watcher, seen) = &mut watchers[0];
+                seen.until(watcher, "node a's watcher sees AWAY", |p| {
+                    p.user_id == "alice" && status_of(p) == Status::Away
+                })
+                .await;
+                // Built on the latest record node A knew: alice's web session is there.
+                assert_eq!(seen.last().devices, vec!["ios", "web"], "{:?}", seen.0);
+            }
+        } else {
+            let r = alice_b.set_status(BUSY_ON_B.0, BUSY_ON_B.1).await.unwrap();
+            assert_eq!(answer(&mut alice_b, r).await, Ok(()));
+            let (_, watcher, seen) = &mut watchers[1];
+            seen.until(watcher, "node b's watcher sees BUSY", |p| {
+                p.user_id == "alice" && status_of(p) == Status::Busy
+            })
+            .await;
         }
+        chose_at = now_ms();
+    }
+    let latest = if cut_off_node_last && acked {
+        AWAY_ON_A
+    } else {
+        BUSY_ON_B
     };
-    let chose_away = now_ms();
-    println!(
-        "AWAY on the cut-off node: {}",
-        if acked { "acknowledged" } else { "refused" }
-    );
-    if acked {
-        let (_, watcher, seen) = &mut watchers[0];
-        seen.until(watcher, "node a's watcher sees AWAY", |p| {
-            p.user_id == "alice" && status_of(p) == Status::Away
-        })
-        .await;
-        // Built on the latest record node A knew: alice's session on node B is still there.
-        assert_eq!(seen.last().devices, vec!["ios", "web"], "{:?}", seen.0);
-    }
-    // Later (by the wall clock, to the millisecond), alice chooses BUSY through node B.
-    eventually("the clock to move on", || async {
-        (now_ms() > chose_away).then_some(())
-    })
-    .await;
-    let r = alice_b.set_status(Status::Busy, "on b").await.unwrap();
-    assert_eq!(answer(&mut alice_b, r).await, Ok(()));
-    {
-        let (_, watcher, seen) = &mut watchers[1];
-        seen.until(watcher, "node b's watcher sees BUSY", |p| {
-            p.user_id == "alice" && status_of(p) == Status::Busy
-        })
-        .await;
-    }
 
     // Healed: node A reconnects, re-asserts what it holds and is ready again.
     proxy.heal();
@@ -287,20 +315,19 @@ async fn a_choice_made_on_a_cut_off_node_does_not_win_over_a_later_one_made_else
         })
         .await;
     }
-    // Every watcher ends on the later choice, with versions increasing all along and no
-    // AWAY after BUSY...
+    // Every watcher ends on the later choice, with versions increasing all along and the
+    // earlier choice never after it...
     for (name, _, seen) in &watchers {
-        seen.check(name);
+        seen.check(name, &latest);
     }
     // ...and so does every node.
     for node in [&a, &b] {
-        let p = eventually("both nodes answer alice BUSY", || async {
+        let p = eventually("both nodes answer the later choice", || async {
             presence_on(node, "alice")
                 .await
-                .filter(|p| status_of(p) == Status::Busy)
+                .filter(|p| (status_of(p), p.status_text.as_str()) == latest)
         })
         .await;
-        assert_eq!(p.status_text, "on b");
         assert_eq!(p.devices, vec!["ios", "web"]);
     }
     // Sessions survived the partition on both nodes.
