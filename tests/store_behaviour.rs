@@ -8,7 +8,7 @@ use common::redis_cluster::RedisCluster;
 use presence_node::cluster::connection::{Endpoint, Target};
 use presence_node::cluster::RedisStore;
 use presence_node::presence::{RecordError, SessionEntry};
-use presence_node::proto::Status;
+use presence_node::proto::{Presence, Status};
 use presence_node::store::{MemoryStore, Op, Store, StoreError};
 
 const T0: u64 = 1_800_000_000_000;
@@ -70,20 +70,27 @@ async fn behaves_like_a_store(store: &dyn Store) {
         "{err:?}"
     );
 
-    // Status: the same again is no change; another is.
-    let same = Op::SetStatus {
-        user_id: user.into(),
-        status: Status::Online,
-        text: String::new(),
-    };
-    assert_eq!(store.apply(same, T0 + 3).await.unwrap(), None);
+    // Status: another is a change; the same again in the same millisecond is none; later,
+    // it is a change of the record (the latest choice, with its time) that no viewer sees.
     let busy = Op::SetStatus {
         user_id: user.into(),
         status: Status::Busy,
         text: "focus".into(),
     };
-    let r = changed(store.apply(busy, T0 + 4).await.unwrap());
+    let r = changed(store.apply(busy.clone(), T0 + 3).await.unwrap());
     assert_eq!(r.view(false).status_text, "focus");
+    assert_eq!(store.apply(busy.clone(), T0 + 3).await.unwrap(), None);
+    let again = changed(store.apply(busy, T0 + 4).await.unwrap());
+    assert_eq!((again.chosen_at_ms, r.chosen_at_ms), (T0 + 4, T0 + 3));
+    assert!(again.version > r.version);
+    assert_eq!(
+        Presence {
+            version: r.version,
+            ..again.view(false)
+        },
+        r.view(false)
+    );
+    let r = again;
 
     // What `get` returns is what the last write returned.
     let got = store

@@ -231,7 +231,12 @@ async fn serve_connection(
                 // change published in between reached nobody here (pub/sub keeps nothing).
                 // Reading them again now that events flow closes that gap; outboxes drop
                 // what they have seen.
-                read_and_publish(node, store, &added).await?;
+                if let Err(e) = read_and_publish(node, store, &added).await {
+                    // One failed read (a timeout, a key something else wrote) is no loss of
+                    // Redis: the connection and readiness stay; a resync reads them again.
+                    warn!(error = %e, users = added.len(), "could not read newly watched users; resyncing");
+                    background.request(node, store, interest, "gap");
+                }
             }
             _ = lease.tick() => {
                 if store

@@ -21,6 +21,10 @@ struct StoredRecord {
     st: i32,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     tx: String,
+    /// When the status was chosen (unix ms, clock of the node where it was chosen). Records
+    /// written before this field existed read as 0: older than any choice.
+    #[serde(default)]
+    ca: u64,
     #[serde(default)]
     since: u64,
     #[serde(default)]
@@ -42,6 +46,7 @@ pub fn encode_body(record: &UserRecord) -> String {
     let stored = StoredRecord {
         st: record.status as i32,
         tx: record.status_text.clone(),
+        ca: record.chosen_at_ms,
         since: record.since_ms,
         ls: record.last_seen_ms,
         up: record.updated_at_ms,
@@ -68,6 +73,7 @@ pub fn decode(user_id: &str, version: u64, body: &str) -> Result<UserRecord, Str
         user_id: user_id.to_owned(),
         status: Status::try_from(stored.st).unwrap_or(Status::Online),
         status_text: stored.tx,
+        chosen_at_ms: stored.ca,
         sessions: stored
             .s
             .into_iter()
@@ -144,8 +150,18 @@ mod tests {
         assert_eq!(back, record);
         let stored = format!("{}\n{}", record.version, encode_body(&record));
         assert_eq!(decode_stored("alice", &stored).unwrap(), record);
+        assert_eq!(back.chosen_at_ms, 7, "the choice's time is kept");
         assert!(decode_stored("alice", "12").is_err());
         assert!(decode_stored("alice", "x\n{}").is_err());
+    }
+
+    #[test]
+    fn a_record_written_without_the_choice_time_reads_as_chosen_at_zero() {
+        let old = r#"{"st":4,"tx":"meeting","since":5,"ls":0,"up":6,"s":[]}"#;
+        let record = decode("alice", 3, old).unwrap();
+        assert_eq!(record.status, Status::Busy);
+        assert_eq!(record.status_text, "meeting");
+        assert_eq!(record.chosen_at_ms, 0);
     }
 
     #[test]

@@ -10,4 +10,4 @@ pub mod record;
 pub mod storm;
 
 pub use limits::{LimitError, Limits};
-pub use record::{RecordError, SessionEntry, UserRecord};
+pub use record::{Choice, RecordError, SessionEntry, UserRecord};

@@ -27,6 +27,15 @@ impl SessionEntry {
     }
 }
 
+/// A status the user chose, with when: the wall clock (unix ms) of the node where the choice
+/// was made. Across partitions the later choice wins (`UserRecord::sync_node_sessions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub status: Status,
+    pub text: String,
+    pub at_ms: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("user already has {live} live sessions (limit {max})")]
@@ -40,6 +49,10 @@ pub struct UserRecord {
     /// The chosen status: ONLINE, AWAY, BUSY or INVISIBLE (never OFFLINE, which is derived).
     pub status: Status,
     pub status_text: String,
+    /// When the current choice was made (unix ms, clock of the node where it was made; 0:
+    /// never chosen, or stored by a layout without it). Compared, not the write's time,
+    /// when a choice kept during an outage meets the store again.
+    pub chosen_at_ms: u64,
     pub sessions: Vec<SessionEntry>,
     /// When the status others see last changed.
     pub since_ms: u64,
@@ -58,6 +71,12 @@ pub fn next_version(prev: u64, now_ms: u64) -> u64 {
     (prev + 1).max(now_ms.saturating_mul(1000))
 }
 
+/// Whether `choice` was made after the choice made at `stored_at_ms`. Equal times: the
+/// stored one stays (it may be this very choice, written already).
+pub fn is_later(choice: &Choice, stored_at_ms: u64) -> bool {
+    choice.at_ms > stored_at_ms
+}
+
 /// Is this a status a user may choose?
 pub fn is_choosable(status: Status) -> bool {
     matches!(
@@ -72,6 +91,7 @@ impl UserRecord {
             user_id: user_id.into(),
             status: Status::Online,
             status_text: String::new(),
+            chosen_at_ms: 0,
             sessions: Vec::new(),
             since_ms: 0,
             last_seen_ms: 0,
@@ -154,23 +174,38 @@ impl UserRecord {
             .retain(|s| s.is_live() || s.device != entry.device);
         self.sessions.push(entry);
         if let Some((status, text)) = initial {
-            self.status = status;
-            self.status_text = text;
+            self.choose(status, text, now_ms);
         }
         self.commit(before, now_ms);
         Ok(())
     }
 
-    /// Sets the chosen status. Returns false (and changes nothing) when it is already so.
+    /// The current choice.
+    pub fn choice(&self) -> Choice {
+        Choice {
+            status: self.status,
+            text: self.status_text.clone(),
+            at_ms: self.chosen_at_ms,
+        }
+    }
+
+    /// Sets the chosen status, made at `now_ms`. Choosing again what is already chosen
+    /// changes nothing visible but is still a change of the record: it is the latest choice
+    /// now (a choice kept during an outage that is older must not win over it).
     pub fn set_status(&mut self, status: Status, text: String, now_ms: u64) -> bool {
-        if self.status == status && self.status_text == text {
+        if self.status == status && self.status_text == text && self.chosen_at_ms >= now_ms {
             return false;
         }
         let before = self.public_status();
-        self.status = status;
-        self.status_text = text;
+        self.choose(status, text, now_ms);
         self.commit(before, now_ms);
         true
+    }
+
+    fn choose(&mut self, status: Status, text: String, at_ms: u64) {
+        self.status = status;
+        self.status_text = text;
+        self.chosen_at_ms = at_ms;
     }
 
     /// Ends a session: removed at once, or kept until `linger_until_ms`. Returns false if
@@ -226,22 +261,23 @@ impl UserRecord {
     }
 
     /// Makes the sessions of `node_id` exactly `sessions` (a node re-asserting what it holds
-    /// after the store lost or missed writes). `chosen` replaces the chosen status when given
-    /// (a change made while the store was unreachable); `known` is the status the node last
-    /// knew, restored when the store lost the record entirely. Returns whether anything
-    /// changed.
+    /// after the store lost or missed writes). `chosen` (a choice made while the store was
+    /// unreachable) replaces the chosen status only when it was made later than the one
+    /// stored: the user's latest choice wins, whichever node it was made on. `known` is the
+    /// choice the node last knew, restored when the store lost the record entirely.
+    /// Returns whether anything changed.
     pub fn sync_node_sessions(
         &mut self,
         node_id: &str,
         sessions: &[SessionEntry],
-        chosen: Option<(Status, String)>,
-        known: Option<(Status, String)>,
+        chosen: Option<Choice>,
+        known: Option<Choice>,
         now_ms: u64,
     ) -> bool {
         let chosen = match (chosen, self.version) {
-            (Some(chosen), _) => Some(chosen),
-            (None, 0) => known,
-            (None, _) => None,
+            (Some(chosen), _) if is_later(&chosen, self.chosen_at_ms) => Some(chosen),
+            (_, 0) => known,
+            (_, _) => None,
         };
         let mut mine: Vec<&SessionEntry> = self
             .sessions
@@ -252,9 +288,7 @@ impl UserRecord {
         let mut wanted: Vec<&SessionEntry> = sessions.iter().collect();
         wanted.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         let sessions_differ = mine != wanted;
-        let status_differs = chosen
-            .as_ref()
-            .is_some_and(|(status, text)| *status != self.status || *text != self.status_text);
+        let status_differs = chosen.as_ref().is_some_and(|c| *c != self.choice());
         if !sessions_differ && !status_differs {
             return false;
         }
@@ -271,9 +305,13 @@ impl UserRecord {
                     .cloned(),
             );
         }
-        if let Some((status, text)) = chosen {
-            self.status = status;
-            self.status_text = text;
+        if let Some(Choice {
+            status,
+            text,
+            at_ms,
+        }) = chosen
+        {
+            self.choose(status, text, at_ms);
         }
         self.commit(before, now_ms);
         true
@@ -317,6 +355,14 @@ mod tests {
             node_id: "n1".into(),
             connected_at_ms: T0,
             linger_until_ms: None,
+        }
+    }
+
+    fn choice(status: Status, text: &str, at_ms: u64) -> Choice {
+        Choice {
+            status,
+            text: text.into(),
+            at_ms,
         }
     }
 
@@ -438,12 +484,111 @@ mod tests {
     }
 
     #[test]
-    fn same_status_again_is_not_a_change() {
+    fn same_status_again_is_a_later_choice_but_no_visible_change() {
         let mut rec = UserRecord::new("alice");
         online(&mut rec, "s1", "ios", T0);
-        let v = rec.version;
-        assert!(!rec.set_status(Status::Online, String::new(), T0 + 1));
+        assert!(rec.set_status(Status::Busy, String::new(), T0 + 1));
+        let (v, view) = (rec.version, rec.view(false));
+        // In the same millisecond: nothing at all.
+        assert!(!rec.set_status(Status::Busy, String::new(), T0 + 1));
         assert_eq!(rec.version, v);
+        // Later: the choice's time moves (it is the latest choice), nothing else does.
+        assert!(rec.set_status(Status::Busy, String::new(), T0 + 9));
+        assert_eq!(rec.chosen_at_ms, T0 + 9);
+        assert!(rec.version > v);
+        assert_eq!(
+            Presence {
+                version: v,
+                ..rec.view(false)
+            },
+            view
+        );
+    }
+
+    #[test]
+    fn every_choice_records_its_time_and_other_changes_keep_it() {
+        let mut rec = UserRecord::new("alice");
+        rec.open_session(
+            session("s1", "ios"),
+            Some((Status::Away, "lunch".into())),
+            16,
+            T0,
+        )
+        .unwrap();
+        assert_eq!(rec.choice(), choice(Status::Away, "lunch", T0));
+        // A hello without a status keeps the choice and its time.
+        online(&mut rec, "s2", "web", T0 + 5);
+        rec.end_session("s1", None, T0 + 6);
+        assert_eq!(rec.chosen_at_ms, T0);
+        rec.set_status(Status::Busy, String::new(), T0 + 7);
+        assert_eq!(rec.choice(), choice(Status::Busy, "", T0 + 7));
+    }
+
+    /// alice has a session on n1 (cut off from the store) and one on n2; n2's later choice
+    /// reached the store. What n1 re-asserts afterwards.
+    fn chose_busy_through_n2_at(at_ms: u64) -> UserRecord {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let mut other = session("s2", "web");
+        other.node_id = "n2".into();
+        rec.open_session(other, None, 16, T0).unwrap();
+        rec.set_status(Status::Busy, "from n2".into(), at_ms);
+        rec
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_loses_to_a_later_one_made_elsewhere() {
+        let mut rec = chose_busy_through_n2_at(T0 + 200);
+        let v = rec.version;
+        let mine = vec![session("s1", "ios")];
+        let away = Some(choice(Status::Away, "kept", T0 + 100));
+        assert!(!rec.sync_node_sessions("n1", &mine, away.clone(), None, T0 + 500));
+        assert_eq!(rec.choice(), choice(Status::Busy, "from n2", T0 + 200));
+        assert_eq!(rec.version, v, "nothing changed");
+        // Made in the same millisecond: the stored one stays too.
+        let same = Some(choice(Status::Away, "kept", T0 + 200));
+        assert!(!rec.sync_node_sessions("n1", &mine, same, None, T0 + 500));
+        // The sessions are still reconciled: an end kept during the outage is written.
+        assert!(rec.sync_node_sessions("n1", &[], away, None, T0 + 600));
+        assert_eq!(rec.view(false).devices, vec!["web"]);
+        assert_eq!(rec.status, Status::Busy);
+        assert!(rec.version > v);
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_wins_when_it_is_the_latest() {
+        let mut rec = chose_busy_through_n2_at(T0 + 200);
+        let v = rec.version;
+        let mine = vec![session("s1", "ios")];
+        let away = Some(choice(Status::Away, "kept", T0 + 300));
+        assert!(rec.sync_node_sessions("n1", &mine, away, None, T0 + 500));
+        assert_eq!(rec.choice(), choice(Status::Away, "kept", T0 + 300));
+        assert!(rec.version > v);
+        assert_eq!(
+            rec.since_ms,
+            T0 + 500,
+            "others see AWAY from the re-assert on"
+        );
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_wins_over_a_record_without_a_choice_time() {
+        // Written by a layout that did not store the choice's time: it reads as 0.
+        let mut rec = chose_busy_through_n2_at(T0 + 200);
+        rec.chosen_at_ms = 0;
+        let mine = vec![session("s1", "ios")];
+        let away = Some(choice(Status::Away, "kept", T0 + 100));
+        assert!(rec.sync_node_sessions("n1", &mine, away, None, T0 + 500));
+        assert_eq!(rec.status, Status::Away);
+    }
+
+    #[test]
+    fn only_a_strictly_later_choice_is_later() {
+        let c = choice(Status::Away, "", T0);
+        assert!(is_later(&c, T0 - 1));
+        assert!(is_later(&c, 0));
+        assert!(!is_later(&c, T0));
+        assert!(!is_later(&c, T0 + 1));
     }
 
     #[test]
@@ -517,13 +662,18 @@ mod tests {
     fn syncing_a_nodes_sessions_restores_what_the_store_lost() {
         let mut lost = UserRecord::new("alice");
         let mine = vec![session("s1", "ios")];
-        let known = Some((Status::Busy, "x".to_string()));
+        let known = Some(choice(Status::Busy, "x", T0 - 10));
         assert!(lost.sync_node_sessions("n1", &mine, None, known.clone(), T0));
         assert_eq!(lost.view(false).status, Status::Busy as i32);
         assert_eq!(lost.view(false).devices, vec!["ios"]);
+        assert_eq!(
+            lost.chosen_at_ms,
+            T0 - 10,
+            "restored with the choice's own time"
+        );
         // Same again: nothing to change, no new version; `known` only restores lost records.
         let v = lost.version;
-        let other_known = Some((Status::Away, String::new()));
+        let other_known = Some(choice(Status::Away, "", T0 + 1));
         assert!(!lost.sync_node_sessions("n1", &mine, None, other_known, T0 + 1));
         assert_eq!(lost.version, v);
         // Another node's sessions are left alone; ours replaced.

@@ -13,7 +13,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::presence::{RecordError, SessionEntry, UserRecord};
+use crate::presence::{Choice, RecordError, SessionEntry, UserRecord};
 use crate::proto::Status;
 
 pub use memory::MemoryStore;
@@ -28,7 +28,8 @@ pub enum Op {
         initial: Option<(Status, String)>,
         max_live_sessions: usize,
     },
-    /// The user chose a status.
+    /// The user chose a status, at the `now_ms` the op is applied with (the wall clock of
+    /// the node where the choice was made: that time is kept as the choice's).
     SetStatus {
         user_id: String,
         status: Status,
@@ -50,10 +51,11 @@ pub enum Op {
         user_id: String,
         node_id: String,
         sessions: Vec<SessionEntry>,
-        /// Chosen while the store was unreachable: written over what the store has.
-        chosen: Option<(Status, String)>,
+        /// Chosen while the store was unreachable: written over what the store has unless
+        /// the store has a later choice (made through another node meanwhile).
+        chosen: Option<Choice>,
         /// What the node last knew: restored only if the store lost the record.
-        known: Option<(Status, String)>,
+        known: Option<Choice>,
     },
 }
 

@@ -8,8 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::presence::UserRecord;
-use crate::proto::Status;
+use crate::presence::{Choice, UserRecord};
 use crate::store::linger::LingerIndex;
 use crate::store::{apply_to_record, Op, Outcome, StoreError};
 
@@ -18,10 +17,19 @@ use crate::store::{apply_to_record, Op, Outcome, StoreError};
 struct HeldUser {
     /// The last record known (from Redis, or changed locally while Redis was unreachable).
     record: UserRecord,
-    /// A status chosen while Redis was unreachable, to write when it returns.
-    unwritten_status: Option<(Status, String)>,
+    /// A status chosen while Redis was unreachable (with when it was chosen), to write when
+    /// it returns unless a later choice reached Redis meanwhile.
+    unwritten_status: Option<Choice>,
     /// Whether the sessions changed while Redis was unreachable.
     unwritten: bool,
+}
+
+/// Whether Redis's record (at `stored_version`) is below a version this node already handed
+/// out (`min_version`, from `Held::min_version`, is one above the highest): then it is
+/// written even when the op changes nothing, so this node's watchers, who saw those
+/// provisional versions, see it too.
+pub fn behind(stored_version: u64, min_version: u64) -> bool {
+    stored_version.saturating_add(1) < min_version
 }
 
 #[derive(Debug)]
@@ -101,7 +109,11 @@ impl Held {
         };
         match op {
             Op::SetStatus { status, text, .. } => {
-                user.unwritten_status = Some((*status, text.clone()));
+                user.unwritten_status = Some(Choice {
+                    status: *status,
+                    text: text.clone(),
+                    at_ms: now_ms,
+                });
             }
             Op::End { .. } | Op::ExpireLingering { .. } => user.unwritten = true,
             Op::Open { .. } | Op::RemoveNode { .. } | Op::SyncNode { .. } => return Err(cause),
@@ -128,10 +140,13 @@ impl Held {
             .unwrap_or(0)
     }
 
-    /// Takes in a newer record of a held user (a change event from another node). While a
-    /// change of this node waits to be written only its version is taken, so provisional
-    /// versions stay above it and the change is not lost.
+    /// Takes in a newer record of a held user (a change event from another node, or a
+    /// read), except this node's sessions: what it holds of them is what a re-assert
+    /// writes, and Redis may have lost them (a failover, a sweep). While a change of this
+    /// node waits to be written only its version is taken, so provisional versions stay
+    /// above it and the change is not lost.
     pub fn observe(&mut self, record: &UserRecord) {
+        let node_id = &self.node_id;
         let Some(user) = self.users.get_mut(&record.user_id) else {
             return;
         };
@@ -139,7 +154,20 @@ impl Held {
             return;
         }
         if !user.unwritten && user.unwritten_status.is_none() {
-            user.record = record.clone();
+            let mut observed = record.clone();
+            observed.sessions.retain(|s| s.node_id != *node_id);
+            // A lingering session of ours whose device reconnected elsewhere was replaced
+            // (as `UserRecord::sync_node_sessions` has it).
+            let taken: Vec<String> = observed.sessions.iter().map(|s| s.device.clone()).collect();
+            observed.sessions.extend(
+                user.record
+                    .sessions
+                    .iter()
+                    .filter(|s| s.node_id == *node_id)
+                    .filter(|s| s.is_live() || !taken.contains(&s.device))
+                    .cloned(),
+            );
+            user.record = observed;
         } else {
             user.record.version = record.version;
         }
@@ -157,8 +185,8 @@ impl Held {
     }
 
     /// What re-asserting `user_id` writes: this node's sessions of it, a status chosen
-    /// while Redis was unreachable, and the status last known (restored if Redis lost the
-    /// record). For a user not held, the op removes this node's sessions.
+    /// while Redis was unreachable (applied only if Redis has no later choice), and the
+    /// status last known (restored if Redis lost the record). For a user not held, the op removes this node's sessions.
     pub fn reassertion(&self, user_id: &str) -> Reassertion {
         let Some(user) = self.users.get(user_id) else {
             return Reassertion {
@@ -179,7 +207,7 @@ impl Held {
                     .cloned()
                     .collect(),
                 chosen: user.unwritten_status.clone(),
-                known: Some((user.record.status, user.record.status_text.clone())),
+                known: Some(user.record.choice()),
             },
             held: true,
             unwritten: user.unwritten || user.unwritten_status.is_some(),
@@ -214,6 +242,7 @@ impl Held {
 mod tests {
     use super::*;
     use crate::presence::SessionEntry;
+    use crate::proto::Status;
 
     const NODE: &str = "n1";
     const T0: u64 = 1_800_000_000_000;
@@ -253,11 +282,27 @@ mod tests {
         }
     }
 
+    fn away(user: &str) -> Op {
+        Op::SetStatus {
+            user_id: user.into(),
+            status: Status::Away,
+            text: String::new(),
+        }
+    }
+
     /// What Redis would hold after `ops`, as the Redis store would see it (a write changes
     /// the record and Redis assigns a version).
     fn written(record: &mut UserRecord, op: &Op, now_ms: u64) -> UserRecord {
         apply_to_record(record, op, now_ms).unwrap();
         record.clone()
+    }
+
+    fn choice(status: Status, text: &str, at_ms: u64) -> Choice {
+        Choice {
+            status,
+            text: text.into(),
+            at_ms,
+        }
     }
 
     fn down() -> StoreError {
@@ -311,7 +356,60 @@ mod tests {
         let Op::SyncNode { known, .. } = held.reassertion("alice").op else {
             panic!("a re-assert syncs the node");
         };
-        assert_eq!(known, Some((Status::Online, "from another node".into())));
+        assert_eq!(known, Some(choice(Status::Online, "from another node", 0)));
+    }
+
+    #[test]
+    fn an_observed_record_brings_other_nodes_sessions_but_not_its_own() {
+        let (mut held, record) = holding_alice();
+        // Redis lost this node's session (a failover), then n2 added one.
+        let mut lost = record.clone();
+        lost.sessions.clear();
+        let op = open("alice", "s9", "n2");
+        let observed = written(&mut lost, &op, T0 + 10);
+        held.observe(&observed);
+        assert_eq!(held.min_version("alice"), observed.version + 1);
+        let Op::SyncNode { sessions, .. } = held.reassertion("alice").op else {
+            panic!("a re-assert syncs the node");
+        };
+        assert_eq!(sessions, vec![session("s1", NODE)], "still re-asserted");
+        // A change kept during an outage builds on both.
+        let kept = held
+            .apply_unwritten(&busy("alice"), T0 + 20, down())
+            .unwrap()
+            .expect("a change");
+        let mut ids: Vec<&str> = kept
+            .sessions
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec!["s1", "s9"]);
+    }
+
+    #[test]
+    fn an_observed_reconnect_elsewhere_replaces_a_lingering_session_of_ours() {
+        let (mut held, mut record) = holding_alice();
+        let op = end("alice", "s1", Some(T0 + 3_000));
+        held.hold(&written(&mut record, &op, T0 + 1), &op);
+        // The same device reconnected on n2, which replaced the lingering session.
+        let mut moved = session("s9", "n2");
+        moved.device = "device-s1".into();
+        let op = Op::Open {
+            user_id: "alice".into(),
+            session: moved,
+            initial: None,
+            max_live_sessions: 10,
+        };
+        let observed = written(&mut record, &op, T0 + 2);
+        assert_eq!(observed.sessions.len(), 1);
+        held.observe(&observed);
+        let mut after = observed.clone();
+        let again = held.reassertion("alice");
+        assert!(
+            !apply_to_record(&mut after, &again.op, T0 + 3).unwrap(),
+            "nothing to re-assert"
+        );
     }
 
     #[test]
@@ -336,8 +434,8 @@ mod tests {
                 user_id: "alice".into(),
                 node_id: NODE.into(),
                 sessions: vec![session("s1", NODE)],
-                chosen: Some((Status::Busy, "focus".into())),
-                known: Some((Status::Busy, "focus".into())),
+                chosen: Some(choice(Status::Busy, "focus", T0 + 5)),
+                known: Some(choice(Status::Busy, "focus", T0 + 5)),
             }
         );
 
@@ -407,12 +505,73 @@ mod tests {
         let Op::SyncNode { chosen, .. } = again.op else {
             panic!("a re-assert syncs the node");
         };
-        assert_eq!(chosen, Some((Status::Busy, "focus".into())));
+        assert_eq!(chosen, Some(choice(Status::Busy, "focus", T0 + 1)));
 
         // An older event changes nothing.
         let v = held.min_version("alice");
         held.observe(&record);
         assert_eq!(held.min_version("alice"), v);
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_is_not_written_over_a_later_one() {
+        let (mut held, stored) = holding_alice();
+        // Cut off from Redis, alice chooses AWAY through this node...
+        let kept = held
+            .apply_unwritten(&away("alice"), T0 + 100, down())
+            .unwrap()
+            .expect("a change");
+        // ...and BUSY later through n2, which reaches Redis.
+        let mut redis = stored.clone();
+        let op = open("alice", "s2", "n2");
+        written(&mut redis, &op, T0 + 150);
+        written(&mut redis, &busy("alice"), T0 + 200);
+
+        let again = held.reassertion("alice");
+        assert!(again.unwritten);
+        let mut after = redis.clone();
+        assert!(
+            !apply_to_record(&mut after, &again.op, T0 + 300).unwrap(),
+            "the later choice stays, and nothing else differs"
+        );
+        assert_eq!(after.choice(), choice(Status::Busy, "focus", T0 + 200));
+        // Redis's version is above the provisional one: a plain read reaches the watchers.
+        assert!(redis.version > kept.version);
+        assert!(!behind(redis.version, held.min_version("alice")));
+        // Had Redis's clock been behind this node's, the record would be written anyway.
+        assert!(behind(kept.version - 5, held.min_version("alice")));
+
+        // Once re-asserted, the node holds Redis's record: the later choice.
+        held.hold(&after, &again.op);
+        let now = held.reassertion("alice");
+        assert!(!now.unwritten);
+        let Op::SyncNode { known, chosen, .. } = now.op else {
+            panic!("a re-assert syncs the node");
+        };
+        assert_eq!(chosen, None);
+        assert_eq!(known, Some(choice(Status::Busy, "focus", T0 + 200)));
+    }
+
+    #[test]
+    fn a_choice_kept_during_an_outage_is_written_when_it_is_the_latest() {
+        let (mut held, stored) = holding_alice();
+        let mut redis = stored.clone();
+        written(&mut redis, &busy("alice"), T0 + 100);
+        held.apply_unwritten(&away("alice"), T0 + 200, down())
+            .unwrap()
+            .expect("a change");
+        let mut after = redis.clone();
+        assert!(apply_to_record(&mut after, &held.reassertion("alice").op, T0 + 300).unwrap());
+        assert_eq!(after.choice(), choice(Status::Away, "", T0 + 200));
+        assert!(after.version > redis.version);
+    }
+
+    #[test]
+    fn only_a_record_below_the_versions_handed_out_is_behind() {
+        assert!(!behind(10, 0), "nothing handed out");
+        assert!(!behind(10, 11), "in step with Redis");
+        assert!(behind(10, 12));
+        assert!(!behind(u64::MAX, u64::MAX));
     }
 
     #[test]

@@ -227,9 +227,15 @@ impl RedisStore {
                 }
             };
             let mut next = current.clone();
-            if !apply_to_record(&mut next, op, now_ms)? {
+            if !apply_to_record(&mut next, op, now_ms)?
+                && !held::behind(current.version, min_version)
+            {
                 return Ok((current, None));
             }
+            // Changed, or unchanged but behind what this node handed out while Redis could
+            // not be written (say a choice kept during an outage lost to a later one made
+            // elsewhere): written anyway, so its version passes those provisional ones and
+            // this node's watchers see it.
             let (written, new_version): (i64, u64) = self
                 .write
                 .key(&key)
@@ -349,19 +355,23 @@ impl Store for RedisStore {
                 }
             }
         };
-        let rows: Vec<Option<String>> = match read.await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.backend.reset();
-                self.set_healthy(false);
-                return Err(StoreError::unavailable(e));
-            }
-        };
-        Ok(user_ids
+        // A failed read fails this request only: readiness is not touched (one read that
+        // timed out or hit a bad key is no loss of Redis; a real loss is seen by writes and
+        // by the bridge, whose checks turn readiness off and on again).
+        let rows: Vec<Option<String>> = read.await.map_err(|e| self.fail(e))?;
+        let records: Vec<Option<UserRecord>> = user_ids
             .iter()
             .zip(rows)
             .map(|(id, stored)| codec::decode_stored(id, &stored?).ok())
-            .collect())
+            .collect();
+        // What this node holds follows what it reads too, not only events (which it gets
+        // only for watched users): a change kept during an outage then builds on the
+        // latest record known (another node's sessions included).
+        let mut held = self.held();
+        for record in records.iter().flatten() {
+            held.observe(record);
+        }
+        Ok(records)
     }
 
     async fn reap(&self, now_ms: u64) -> Result<Vec<UserRecord>, StoreError> {
