@@ -67,7 +67,10 @@ async fn a_redis_outage_longer_than_the_liveness_budget_never_fails_liveness() {
         // The probe period, scaled down: many checks across the whole outage.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(liveness_checks > 50, "only {liveness_checks} liveness checks");
+    assert!(
+        liveness_checks > 50,
+        "only {liveness_checks} liveness checks"
+    );
     assert!(readiness_went_down, "readiness never showed the outage");
 
     redis.restart_empty();
