@@ -131,21 +131,26 @@ async fn set_own(session: &mut Session, status: Status, text: &str) -> Presence 
     let r = session.set_status(status, text).await.unwrap();
     let (mut acked, mut update) = (false, None);
     while !acked || update.is_none() {
-        recv_until(
+        // `None` inside: the ack; `Some`: alice's update.
+        let got = recv_until(
             session,
             "the ack and alice's own update",
             |kind| match kind {
-                server_frame::Kind::Ack(a) if a.r#ref == r => Some(acked = true),
+                server_frame::Kind::Ack(a) if a.r#ref == r => Some(None),
                 server_frame::Kind::Error(e) if e.r#ref == r => panic!("refused: {e:?}"),
                 server_frame::Kind::Update(u) => u
                     .presences
                     .iter()
                     .find(|p| p.user_id == "alice")
-                    .map(|p| update = Some(p.clone())),
+                    .map(|p| Some(p.clone())),
                 _ => None,
             },
         )
         .await;
+        match got {
+            None => acked = true,
+            Some(p) => update = Some(p),
+        }
     }
     update.unwrap()
 }
