@@ -5,15 +5,21 @@
 
 mod common;
 
+use common::redis::RedisServer;
 use common::*;
 use futures::StreamExt;
 use presence_node::client::{get_presence, Session};
+use presence_node::cluster::connection::{Endpoint, Target};
+use presence_node::cluster::RedisStore;
+use presence_node::presence::SessionEntry;
 use presence_node::proto::presence_admin_service_client::PresenceAdminServiceClient;
 use presence_node::proto::{server_frame, Presence, PresenceChange, Status, WatchChangesRequest};
+use presence_node::store::{MemoryStore, Op, Store};
 use prost::Message;
 use tonic::transport::Channel;
 
 const TOKEN: &str = "s3cret-admin-token";
+const RETENTION_MS: u64 = 30 * 24 * 3600 * 1000;
 /// The node's default offline grace.
 const GRACE_MS: u64 = 3_000;
 
@@ -366,4 +372,131 @@ async fn a_user_never_visible_looks_never_seen_across_two_nodes(redis: &SharedRe
     let a = redis.node("inv2", "node-a", &[]).await;
     let b = redis.node("inv2", "node-b", &[]).await;
     never_visible_looks_never_seen(&a, &b).await;
+}
+
+/// The stores keep the public version: the memory store, and Redis, whose write script
+/// assigns the version after the body is made (the body's absent `pv` stands for it).
+async fn a_store_keeps_the_public_view(store: &dyn Store) -> u64 {
+    let session = |id: &str, device: &str| SessionEntry {
+        session_id: id.into(),
+        device: device.into(),
+        node_id: "n1".into(),
+        connected_at_ms: T0,
+        linger_until_ms: None,
+    };
+    let open = |id: &str, device: &str| Op::Open {
+        user_id: "alice".into(),
+        session: session(id, device),
+        initial: None,
+        max_live_sessions: 16,
+    };
+    let status = |status: Status, text: &str| Op::SetStatus {
+        user_id: "alice".into(),
+        status,
+        text: text.into(),
+    };
+    let apply = |op: Op, now: u64| async move {
+        store
+            .apply(op, now)
+            .await
+            .expect("the store writes")
+            .expect("a change")
+    };
+    let online = apply(open("s1", "ios"), T0).await;
+    assert!(online.public_changed());
+    let invisible = apply(status(Status::Invisible, ""), T0 + 1).await;
+    assert!(invisible.public_changed(), "going invisible is seen");
+    let frozen = invisible.public_view();
+    assert_eq!(frozen.version, invisible.version);
+    assert!(frozen.version > online.version);
+    let mut last = invisible.version;
+    for (i, op) in [
+        status(Status::Invisible, "shh"),
+        open("s2", "web"),
+        Op::End {
+            user_id: "alice".into(),
+            session_id: "s2".into(),
+            linger_until_ms: None,
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let changed = apply(op, T0 + 2 + i as u64).await;
+        assert!(!changed.public_changed(), "change {i}: {changed:?}");
+        assert!(changed.version > last, "the record's version moves on");
+        last = changed.version;
+        assert_eq!(changed.public_view(), frozen, "change {i}");
+        let read = store.get(&ids(&["alice"]), T0 + 10).await.unwrap();
+        let read = read[0].as_ref().expect("alice is known");
+        assert_eq!(read.public_view(), frozen, "read after change {i}");
+        assert_eq!(read.owner_view().version, last);
+    }
+    let back = apply(status(Status::Online, ""), T0 + 20).await;
+    assert_eq!(back.public_view().version, back.version);
+    assert!(back.version > last);
+    frozen.version
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_public_view() {
+    a_store_keeps_the_public_view(&MemoryStore::new(RETENTION_MS)).await;
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_public_view_as_pv() {
+    let redis = RedisServer::start();
+    let store = RedisStore::new(
+        Endpoint::new(Target::Standalone(redis.url())),
+        "inv3",
+        "n1",
+        RETENTION_MS,
+        10_000,
+    )
+    .await
+    .unwrap();
+    let frozen = a_store_keeps_the_public_view(&store).await;
+    // Back to visible: the stored body holds no `pv` (what others see changed at `v`).
+    let stored: String = ::redis::cmd("HGET")
+        .arg("inv3:{u:alice}")
+        .arg("r")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(!stored.contains("\"pv\""), "{stored}");
+    // An invisible change stores the frozen version beside the record's own.
+    let changed = store
+        .apply(
+            Op::SetStatus {
+                user_id: "alice".into(),
+                status: Status::Invisible,
+                text: String::new(),
+            },
+            T0 + 30,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let frozen_again = changed.version;
+    assert!(frozen_again > frozen);
+    store
+        .apply(
+            Op::SetStatus {
+                user_id: "alice".into(),
+                status: Status::Invisible,
+                text: "again".into(),
+            },
+            T0 + 31,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: String = ::redis::cmd("HGET")
+        .arg("inv3:{u:alice}")
+        .arg("r")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert!(
+        stored.contains(&format!("\"pv\":{frozen_again}")),
+        "{stored}"
+    );
 }
