@@ -395,7 +395,7 @@ async fn one_failed_read_does_not_turn_readiness_off() {
             readiness(&a.url).await,
             Some(ServingStatus::Serving),
             "readiness after {checks} checks:\n{}",
-            a.log()
+            a.proc.stderr()
         );
         checks += 1;
     }

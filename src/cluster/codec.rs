@@ -33,6 +33,11 @@ struct StoredRecord {
     up: u64,
     #[serde(default)]
     s: Vec<StoredSession>,
+    /// The public version (`UserRecord::public_at`) when it is not the record's own: absent
+    /// means "what others see changed at this record's version", which the write script
+    /// assigns after the body is made. Layouts before it have none: read as absent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pv: Option<u64>,
 }
 
 /// The hash field holding a user's record: `<version>\n<body>` (the write script writes
@@ -61,6 +66,7 @@ pub fn encode_body(record: &UserRecord) -> String {
                 lu: s.linger_until_ms,
             })
             .collect(),
+        pv: record.public_at,
     };
     serde_json::to_string(&stored).expect("a record always serializes")
 }
@@ -89,6 +95,9 @@ pub fn decode(user_id: &str, version: u64, body: &str) -> Result<UserRecord, Str
         last_seen_ms: stored.ls,
         version,
         updated_at_ms: stored.up,
+        // A public version above the record's can only come from something else writing
+        // the hash: the record's own is then the safe bound.
+        public_at: stored.pv.filter(|pv| *pv <= version),
     })
 }
 
@@ -162,6 +171,38 @@ mod tests {
         assert_eq!(record.status, Status::Busy);
         assert_eq!(record.status_text, "meeting");
         assert_eq!(record.chosen_at_ms, 0);
+    }
+
+    #[test]
+    fn the_public_version_round_trips_and_older_layouts_read_as_changed_now() {
+        let mut record = UserRecord::new("alice");
+        let session = SessionEntry {
+            session_id: "n1:1".into(),
+            device: "ios".into(),
+            node_id: "n1".into(),
+            connected_at_ms: 5,
+            linger_until_ms: None,
+        };
+        record.open_session(session, None, 16, 7).unwrap();
+        assert!(
+            !encode_body(&record).contains("\"pv\""),
+            "{}",
+            encode_body(&record)
+        );
+        record.set_status(Status::Invisible, String::new(), 8);
+        let frozen = record.version;
+        record.set_status(Status::Invisible, "x".into(), 9);
+        assert_eq!(record.public_at, Some(frozen));
+        // Redis assigns another version on write: the frozen one stays.
+        let back = decode("alice", frozen + 500, &encode_body(&record)).unwrap();
+        assert_eq!(back.public_version(), frozen);
+        assert_eq!(back.view(false), record.view(false));
+        // A body without `pv` (the layout before it): what others see is at its version.
+        let old = decode("alice", 42, "{\"st\":5,\"s\":[]}").unwrap();
+        assert_eq!(old.public_version(), 42);
+        // A public version above the record's cannot be right: the record's bounds it.
+        let odd = decode("alice", 42, "{\"st\":5,\"pv\":99}").unwrap();
+        assert_eq!(odd.public_version(), 42);
     }
 
     #[test]

@@ -3,6 +3,11 @@
 //! The record is the truth (kept by the store); a `Presence` is a view of it. Others see
 //! an INVISIBLE user exactly as an OFFLINE one; the user themself sees INVISIBLE with the
 //! devices. Every change of the record gets a new version, strictly increasing per user.
+//!
+//! Two views: the owner's carries the record's version; the public one (everyone else)
+//! carries a public version that moves only when what others see moves. So nothing an
+//! INVISIBLE user does (text, sessions opening and ending) changes anything others can
+//! observe, the version included.
 
 use crate::proto::{Presence, Status};
 
@@ -62,6 +67,11 @@ pub struct UserRecord {
     pub version: u64,
     /// Last change; the record is dropped `retention` after this once it has no session.
     pub updated_at_ms: u64,
+    /// The version at which what others see last changed (the public version); `None`: at
+    /// this record's `version`. A marker rather than a number, so a store that assigns the
+    /// version while writing (Redis) stores a record whose public view changed before knowing
+    /// its version: `None` resolves to whatever version the write got.
+    pub public_at: Option<u64>,
 }
 
 /// The next version after `prev`. It never goes below the clock (in microseconds-ish units),
@@ -97,7 +107,18 @@ impl UserRecord {
             last_seen_ms: 0,
             version: 0,
             updated_at_ms: 0,
+            public_at: None,
         }
+    }
+
+    /// The version others see: that of the last change they could see.
+    pub fn public_version(&self) -> u64 {
+        self.public_at.unwrap_or(self.version)
+    }
+
+    /// Whether what others see changed at this record's version (a change they can observe).
+    pub fn public_changed(&self) -> bool {
+        self.public_at.is_none()
     }
 
     /// The status everyone but the user sees.
@@ -127,11 +148,35 @@ impl UserRecord {
 
     /// What a viewer sees; `viewer_is_owner` when the viewer is this user.
     pub fn view(&self, viewer_is_owner: bool) -> Presence {
-        let status = if viewer_is_owner && !self.sessions.is_empty() {
-            self.status
+        if viewer_is_owner {
+            self.owner_view()
         } else {
+            self.public_view()
+        }
+    }
+
+    /// What everyone but the user sees, with the public version.
+    pub fn public_view(&self) -> Presence {
+        self.view_as(self.public_status(), self.public_version())
+    }
+
+    /// What the user themself sees: the chosen status while a session counts (INVISIBLE
+    /// included, with the devices), with the record's version.
+    pub fn owner_view(&self) -> Presence {
+        let status = if self.sessions.is_empty() {
             self.public_status()
+        } else {
+            self.status
         };
+        self.view_as(status, self.version)
+    }
+
+    /// What others see, the version apart (what a watcher's view compares).
+    fn public_facts(&self) -> Presence {
+        self.view_as(self.public_status(), 0)
+    }
+
+    fn view_as(&self, status: Status, version: u64) -> Presence {
         let offline = status == Status::Offline;
         Presence {
             user_id: self.user_id.clone(),
@@ -148,7 +193,7 @@ impl UserRecord {
             } else {
                 self.last_seen_ms
             },
-            version: self.version,
+            version,
         }
     }
 
@@ -169,7 +214,7 @@ impl UserRecord {
                 max: max_live_sessions,
             });
         }
-        let before = self.public_status();
+        let before = self.public_facts();
         self.sessions
             .retain(|s| s.is_live() || s.device != entry.device);
         self.sessions.push(entry);
@@ -196,7 +241,7 @@ impl UserRecord {
         if self.status == status && self.status_text == text && self.chosen_at_ms >= now_ms {
             return false;
         }
-        let before = self.public_status();
+        let before = self.public_facts();
         self.choose(status, text, now_ms);
         self.commit(before, now_ms);
         true
@@ -223,7 +268,7 @@ impl UserRecord {
         else {
             return false;
         };
-        let before = self.public_status();
+        let before = self.public_facts();
         match linger_until_ms {
             Some(until) => self.sessions[pos].linger_until_ms = Some(until),
             None => {
@@ -237,7 +282,7 @@ impl UserRecord {
     /// Removes lingering sessions whose grace has passed. Returns whether anything changed.
     pub fn expire_lingering(&mut self, now_ms: u64) -> bool {
         let before_len = self.sessions.len();
-        let before = self.public_status();
+        let before = self.public_facts();
         self.sessions
             .retain(|s| s.linger_until_ms.is_none_or(|until| until > now_ms));
         if self.sessions.len() == before_len {
@@ -251,7 +296,7 @@ impl UserRecord {
     /// anything changed.
     pub fn remove_node_sessions(&mut self, node_id: &str, now_ms: u64) -> bool {
         let before_len = self.sessions.len();
-        let before = self.public_status();
+        let before = self.public_facts();
         self.sessions.retain(|s| s.node_id != node_id);
         if self.sessions.len() == before_len {
             return false;
@@ -292,7 +337,7 @@ impl UserRecord {
         if !sessions_differ && !status_differs {
             return false;
         }
-        let before = self.public_status();
+        let before = self.public_facts();
         if sessions_differ {
             self.sessions.retain(|s| s.node_id != node_id);
             // A lingering session whose device already reconnected elsewhere is not
@@ -327,18 +372,21 @@ impl UserRecord {
         self.sessions.is_empty() && self.updated_at_ms.saturating_add(retention_ms) <= now_ms
     }
 
-    /// Bookkeeping after any change: since/last-seen follow the public status, and the
-    /// version moves on.
-    fn commit(&mut self, before: Status, now_ms: u64) {
+    /// Bookkeeping after any change: since/last-seen follow the public status, the version
+    /// moves on, and the public version with it only if what others see changed (`before`).
+    fn commit(&mut self, before: Presence, now_ms: u64) {
+        let public_before = self.public_version();
+        let was = Status::try_from(before.status).unwrap_or(Status::Offline);
         let after = self.public_status();
-        if after != before {
+        if after != was {
             self.since_ms = now_ms;
-            if before != Status::Offline && after == Status::Offline {
+            if was != Status::Offline && after == Status::Offline {
                 self.last_seen_ms = now_ms;
             }
         }
         self.version = next_version(self.version, now_ms);
         self.updated_at_ms = now_ms;
+        self.public_at = (self.public_facts() == before).then_some(public_before);
     }
 }
 
@@ -692,5 +740,147 @@ mod tests {
         rec.end_session("s1", None, T0 + 1);
         assert!(!rec.is_expired(T0 + 1000, 1000));
         assert!(rec.is_expired(T0 + 1001, 1000));
+    }
+
+    /// Every change an INVISIBLE user can make, one after the other, from `t`.
+    fn invisible_changes(rec: &mut UserRecord, t: u64) {
+        assert!(rec.set_status(Status::Invisible, "hiding".into(), t));
+        online(rec, "s2", "web", t + 1);
+        rec.end_session("s2", Some(t + 100), t + 2);
+        online(rec, "s3", "web", t + 3); // replaces the lingering web session
+        let mut elsewhere = session("s4", "tv");
+        elsewhere.node_id = "n2".into();
+        rec.open_session(elsewhere, None, 16, t + 4).unwrap();
+        assert!(rec.remove_node_sessions("n2", t + 5));
+        rec.end_session("s3", Some(t + 10), t + 6);
+        assert!(rec.expire_lingering(t + 10));
+        let mine = vec![session("s5", "ios")];
+        assert!(rec.sync_node_sessions("n1", &mine, None, None, t + 11));
+        for id in ["s1", "s5"] {
+            rec.end_session(id, None, t + 12);
+        }
+        assert!(rec.sessions.is_empty(), "every session ended");
+    }
+
+    #[test]
+    fn what_others_see_of_an_invisible_user_never_moves() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        assert!(rec.set_status(Status::Invisible, String::new(), T0 + 10));
+        let frozen = rec.public_view();
+        assert_eq!(frozen.status, Status::Offline as i32);
+        assert_eq!((frozen.since_ms, frozen.last_seen_ms), (T0 + 10, T0 + 10));
+        assert_eq!(frozen.version, rec.version, "going invisible is seen");
+        let mut owner_versions = vec![rec.version];
+        for (i, text) in ["a", "b", "c"].into_iter().enumerate() {
+            let now = T0 + 20 + i as u64;
+            assert!(rec.set_status(Status::Invisible, text.into(), now));
+            online(&mut rec, &format!("x{i}"), "laptop", now);
+            owner_versions.push(rec.version);
+            assert_eq!(rec.public_view(), frozen, "after text {text:?}");
+            assert_eq!(rec.view(false), frozen);
+            assert!(!rec.public_changed());
+        }
+        let own = rec.view(true);
+        assert_eq!(own.status, Status::Invisible as i32);
+        assert_eq!(own.status_text, "c");
+        assert_eq!(own.devices, vec!["ios", "laptop"]);
+        assert_eq!(own.version, rec.version);
+        assert!(owner_versions.windows(2).all(|w| w[0] < w[1]));
+        invisible_changes(&mut rec, T0 + 100);
+        assert_eq!(rec.public_view(), frozen, "through every kind of change");
+    }
+
+    #[test]
+    fn an_invisible_user_never_visible_looks_never_seen() {
+        let never_seen = UserRecord::new("alice").view(false);
+        let mut rec = UserRecord::new("alice");
+        rec.open_session(
+            session("s1", "ios"),
+            Some((Status::Invisible, "shh".into())),
+            16,
+            T0,
+        )
+        .unwrap();
+        assert_eq!(rec.public_view(), never_seen);
+        invisible_changes(&mut rec, T0 + 1);
+        assert_eq!(rec.public_view(), never_seen);
+        assert!(rec.version > 0, "the record itself moved on");
+    }
+
+    #[test]
+    fn becoming_visible_again_moves_the_public_version_above_the_frozen_one() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        rec.set_status(Status::Invisible, String::new(), T0 + 1);
+        let frozen = rec.public_view();
+        invisible_changes(&mut rec, T0 + 2);
+        online(&mut rec, "s9", "ios", T0 + 50);
+        assert_eq!(rec.public_view(), frozen);
+        assert!(rec.set_status(Status::Away, "back".into(), T0 + 51));
+        let back = rec.public_view();
+        assert!(rec.public_changed());
+        assert_eq!(back.version, rec.version);
+        assert!(back.version > frozen.version);
+        assert_eq!(back.status, Status::Away as i32);
+        assert_eq!((back.since_ms, back.last_seen_ms), (T0 + 51, 0));
+    }
+
+    #[test]
+    fn a_change_others_cannot_see_keeps_the_public_version_of_a_visible_user() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        let seen = rec.public_view();
+        // A dropped connection that comes back within the grace: nothing others see.
+        rec.end_session("s1", Some(T0 + 3000), T0 + 10);
+        online(&mut rec, "s2", "ios", T0 + 20);
+        assert_eq!(rec.public_view(), seen);
+        assert!(rec.view(true).version > seen.version);
+        online(&mut rec, "s3", "web", T0 + 30);
+        assert_eq!(rec.public_view().version, rec.version);
+    }
+
+    #[test]
+    fn the_public_marker_follows_a_version_assigned_after_the_change() {
+        // A store that assigns the version on write (Redis) sets `version` after `commit`.
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "s1", "ios", T0);
+        rec.version = 7_000_000;
+        assert_eq!(
+            rec.public_version(),
+            7_000_000,
+            "changed at the assigned version"
+        );
+        rec.set_status(Status::Invisible, String::new(), T0 + 1);
+        rec.version = 8_000_000;
+        assert_eq!(rec.public_version(), 8_000_000);
+        rec.set_status(Status::Invisible, "x".into(), T0 + 2);
+        rec.version = 9_000_000;
+        assert_eq!(rec.public_version(), 8_000_000, "frozen at the earlier one");
+    }
+
+    #[test]
+    fn a_forgotten_invisible_user_comes_back_above_what_watchers_saw() {
+        let mut old = UserRecord::new("alice");
+        online(&mut old, "s1", "ios", T0);
+        old.set_status(Status::Invisible, String::new(), T0 + 1);
+        let seen = old.public_view().version;
+        old.end_session("s1", None, T0 + 2);
+        let retention = 1000;
+        assert!(old.is_expired(T0 + 2 + retention, retention));
+        // Forgotten; the user comes back invisible, then visible.
+        let mut fresh = UserRecord::new("alice");
+        let later = T0 + 2 + retention;
+        fresh
+            .open_session(
+                session("s2", "ios"),
+                Some((Status::Invisible, String::new())),
+                16,
+                later,
+            )
+            .unwrap();
+        assert_eq!(fresh.public_view(), UserRecord::new("alice").view(false));
+        fresh.set_status(Status::Online, String::new(), later + 1);
+        assert!(fresh.public_view().version > seen);
     }
 }

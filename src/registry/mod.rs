@@ -13,6 +13,7 @@ mod interest;
 pub use interest::Interest;
 
 use crate::presence::UserRecord;
+use crate::proto::Presence;
 use crate::session::outbox::{Outbox, ViewPair};
 
 /// Local key of a session on this node.
@@ -49,7 +50,7 @@ pub struct ChangeWatcher {
     pub id: u64,
     /// Only these users; `None`: everyone.
     pub users: Option<HashSet<String>>,
-    pub tx: tokio::sync::mpsc::Sender<crate::proto::Presence>,
+    pub tx: tokio::sync::mpsc::Sender<Presence>,
     pub overflowed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -131,12 +132,9 @@ impl RegistryState {
     }
 
     /// Hands a change to the change streams that want it; a stream whose queue is full is
-    /// ended.
-    fn publish_to_change_watchers(&mut self, record: &UserRecord) {
-        if self.change_watchers.is_empty() {
-            return;
-        }
-        let view = record.view(false);
+    /// ended. A stream sees users as everyone but the user does, so a change others cannot
+    /// see (anything an INVISIBLE user does) is not one for it either.
+    fn publish_to_change_watchers(&mut self, record: &UserRecord, view: &Presence) {
         let mut ended = Vec::new();
         for w in &self.change_watchers {
             if w.users
@@ -161,15 +159,21 @@ impl RegistryState {
     }
 
     fn publish(&mut self, records: Vec<UserRecord>) {
-        for record in &records {
-            self.publish_to_change_watchers(record);
-        }
         for record in records {
+            let to_streams = !self.change_watchers.is_empty() && record.public_changed();
+            if !to_streams && !self.watchers.contains_key(&record.user_id) {
+                continue;
+            }
+            // The two views, once per change; every path out of the node takes one of them.
+            let public = record.public_view();
+            if to_streams {
+                self.publish_to_change_watchers(&record, &public);
+            }
             let Some(sessions) = self.watchers.get(&record.user_id) else {
                 continue;
             };
             let started = std::time::Instant::now();
-            let pair = ViewPair::new(record.view(false), record.view(true));
+            let pair = ViewPair::new(public, record.owner_view());
             for outbox in sessions.values() {
                 outbox.offer(&pair);
             }
@@ -237,6 +241,7 @@ impl Actor for Registry {
 mod tests {
     use super::*;
     use crate::presence::SessionEntry;
+    use crate::proto::Status;
 
     #[test]
     fn last_watcher_leaving_forgets_the_user() {
@@ -293,5 +298,36 @@ mod tests {
         };
         assert_eq!(count(&a), 2);
         assert_eq!(count(&b), 1);
+    }
+
+    #[test]
+    fn change_streams_see_only_what_others_see() {
+        let mut state = RegistryState::default();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        state.watch_changes(ChangeWatcher {
+            id: 1,
+            users: None,
+            tx,
+            overflowed: Arc::default(),
+        });
+        let entry = |id: &str| SessionEntry {
+            session_id: id.into(),
+            device: "ios".into(),
+            node_id: "n".into(),
+            connected_at_ms: 1,
+            linger_until_ms: None,
+        };
+        let mut alice = UserRecord::new("alice");
+        alice.open_session(entry("s1"), None, 16, 1_000).unwrap();
+        state.publish(vec![alice.clone()]);
+        alice.set_status(Status::Invisible, String::new(), 1_001);
+        state.publish(vec![alice.clone()]);
+        let frozen = alice.public_view();
+        alice.set_status(Status::Invisible, "shh".into(), 1_002);
+        alice.open_session(entry("s2"), None, 16, 1_003).unwrap();
+        state.publish(vec![alice.clone()]);
+        let seen: Vec<Presence> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(seen.len(), 2, "online, then offline: {seen:?}");
+        assert_eq!(seen[1], frozen);
     }
 }
