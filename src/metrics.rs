@@ -44,6 +44,18 @@ pub const RESYNCS: &str = "presence_resyncs_total";
 pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
 /// Users whose sessions were removed by dead-node sweeps (counter).
 pub const SWEPT_USERS: &str = "presence_swept_users_total";
+/// `CheckWatch` calls to the authorizer by `result`: ok, timeout, error, wrong_count
+/// (counter).
+pub const AUTHORIZER_CALLS: &str = "presence_authorizer_calls_total";
+/// Duration of one `CheckWatch` call, failed ones included (histogram, seconds).
+pub const AUTHORIZER_SECONDS: &str = "presence_authorizer_call_seconds";
+/// Watch decisions looked up in the cache, by `result`: hit, miss (asked), collapsed
+/// (answered by a call another request made) (counter).
+pub const DECISION_CACHE: &str = "presence_watch_decision_cache_total";
+/// Watch decisions applied, by `decision`: allow, deny, hide (counter).
+pub const WATCH_DECISIONS: &str = "presence_watch_decisions_total";
+/// Watched users revoked because their decision turned to deny or hide (counter).
+pub const WATCH_REVOKED: &str = "presence_watch_revoked_total";
 
 /// Starts the exporter on `addr` and the process-metrics collector. Call once per process,
 /// inside the runtime.
@@ -109,4 +121,19 @@ fn describe() {
         SWEPT_USERS,
         "Users whose sessions were removed by dead-node sweeps"
     );
+    describe_counter!(
+        AUTHORIZER_CALLS,
+        "CheckWatch calls to the authorizer, by result"
+    );
+    describe_histogram!(
+        AUTHORIZER_SECONDS,
+        Unit::Seconds,
+        "Duration of one CheckWatch call"
+    );
+    describe_counter!(
+        DECISION_CACHE,
+        "Watch decision lookups, by result (hit, miss, collapsed)"
+    );
+    describe_counter!(WATCH_DECISIONS, "Watch decisions applied, by decision");
+    describe_counter!(WATCH_REVOKED, "Watched users revoked by a changed decision");
 }

@@ -26,6 +26,8 @@ pub struct Node {
     pub sessions: SessionTable,
     /// Cluster mode: the other nodes (admin stats, forwarded disconnects).
     pub peers: Option<Arc<dyn Peers>>,
+    /// Who may see whom (PRESENCE_WATCH_POLICY).
+    pub policy: crate::policy::Policy,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -50,6 +52,7 @@ impl Node {
             peers,
         } = parts;
         Self {
+            policy: crate::policy::Policy::from_config(&config),
             limits: config.limits(),
             config,
             node_id,
@@ -132,6 +135,12 @@ impl Node {
                 reconnect,
             }) => {
                 self.disconnect_local(&user_id, session_id.as_deref(), &reason, reconnect);
+            }
+            Some(ControlCommand::InvalidateDecisions {
+                viewer_ids,
+                user_ids,
+            }) => {
+                self.policy.invalidate(&viewer_ids, &user_ids);
             }
             None => tracing::debug!(command = wire, "unknown control command ignored"),
         }

@@ -1,0 +1,104 @@
+//! Revalidation: pairs still watched are asked again when their decision expires, and at
+//! once after an invalidation; a pair whose decision turned to DENY or HIDE is revoked in
+//! its sessions (a last OFFLINE update, then unwatched).
+//!
+//! One task per node. It looks at the watched pairs only when the earliest decision in use
+//! is due (or after an invalidation), so an idle node does no work per tick; when it looks,
+//! each viewer's expired pairs go to the policy as one batch, which the decision cache
+//! collapses with whatever else is asking.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use super::Decision;
+use crate::auth::Identity;
+use crate::node::Node;
+use crate::session::SessionMsg;
+
+/// After a failed re-ask, how long until the pairs are asked again (the sessions keep
+/// what they have meanwhile: an authorizer outage must not blank every watch list).
+const RETRY_MS: u64 = 1_000;
+
+/// Runs until the node stops (aborted with the node's tasks).
+pub async fn run(node: Arc<Node>) {
+    let Some(cache) = node.policy.cache() else {
+        return;
+    };
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(node.config.sweep_interval_ms.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cache.invalidated.notified() => {}
+        }
+        if node.now_ms() >= cache.next_due_ms() {
+            once(&node).await;
+        }
+    }
+}
+
+/// One pass over the watched pairs. Returns how many pairs were revoked.
+pub async fn once(node: &Node) -> usize {
+    let Some(cache) = node.policy.cache() else {
+        return 0;
+    };
+    let now = node.now_ms();
+    // viewer -> (pairs to ask again, the viewer's sessions)
+    let mut viewers: HashMap<String, (HashSet<String>, Vec<ActorRef<SessionMsg>>)> = HashMap::new();
+    let mut next_due = u64::MAX;
+    for (viewer, actor, outbox) in node.sessions.watchers() {
+        let watched = outbox.watched_ids();
+        let (due, actors) = viewers.entry(viewer.clone()).or_default();
+        actors.push(actor);
+        for user in watched {
+            if user == viewer {
+                continue;
+            }
+            match cache.lookup(&viewer, &user, now) {
+                Some((_, expires_at_ms)) => next_due = next_due.min(expires_at_ms),
+                None => {
+                    due.insert(user);
+                }
+            }
+        }
+    }
+    // Answers given from now on lower it again to their own expiry.
+    cache.set_next_due(next_due);
+    let mut revoked = 0;
+    let max_ids = node.limits.max_ids_per_request.max(1);
+    for (viewer, (due, actors)) in viewers {
+        if due.is_empty() {
+            continue;
+        }
+        let due: Vec<String> = due.into_iter().collect();
+        let identity = Identity::user(viewer);
+        for chunk in due.chunks(max_ids) {
+            match node.policy.check(&identity, chunk, now).await {
+                Ok(decisions) => {
+                    let lost: Vec<(String, Decision)> = chunk
+                        .iter()
+                        .cloned()
+                        .zip(decisions)
+                        .filter(|(_, d)| *d != Decision::Allow)
+                        .collect();
+                    if lost.is_empty() {
+                        continue;
+                    }
+                    revoked += lost.len();
+                    for actor in &actors {
+                        let _ = actor.cast(SessionMsg::Revoke(lost.clone()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(viewer = %identity.user_id, error = %e, "cannot revalidate watched users; keeping them, retrying");
+                    cache.set_next_due(cache.next_due_ms().min(now + RETRY_MS));
+                }
+            }
+        }
+    }
+    revoked
+}
