@@ -88,9 +88,21 @@ impl Rules {
     }
 }
 
-struct FriendsAuthorizer {
-    file: PathBuf,
-    token: Option<String>,
+/// The service: rules from `file`, read on every call.
+pub struct FriendsAuthorizer {
+    pub file: PathBuf,
+    pub token: Option<String>,
+}
+
+/// Serves `authorizer` on `listener` until the task is dropped (the tests use this too).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    authorizer: FriendsAuthorizer,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(WatchAuthorizerServer::new(authorizer))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
 }
 
 #[tonic::async_trait]
@@ -141,14 +153,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Rules::parse(&std::fs::read_to_string(&args.friends)?)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("friends authorizer on http://{}", listener.local_addr()?);
-    let service = WatchAuthorizerServer::new(FriendsAuthorizer {
+    let authorizer = FriendsAuthorizer {
         file: args.friends,
         token: args.token,
-    });
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-        .await?;
+    };
+    serve(listener, authorizer).await?;
     Ok(())
 }
 

@@ -10,7 +10,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::authorizer::TestAuthorizer;
-use common::redis::RedisServer;
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use presence_node::client::{self, Credentials, Session};
@@ -363,9 +362,9 @@ async fn admin_client(addr: &str) -> PresenceAdminServiceClient<tonic::transport
     PresenceAdminServiceClient::new(channel)
 }
 
-#[tokio::test]
-async fn invalidate_decisions_reaches_a_watcher_on_another_node() {
-    let redis = RedisServer::start();
+on_redis_and_redis_cluster!(invalidate_decisions_reaches_a_watcher_on_another_node);
+
+async fn invalidate_decisions_reaches_a_watcher_on_another_node(redis: &SharedRedis) {
     let authorizer = TestAuthorizer::start().await;
     let url = authorizer.url();
     let admin_addr = free_addr();
@@ -379,8 +378,8 @@ async fn invalidate_decisions_reaches_a_watcher_on_another_node() {
     ];
     let mut a_args = policy.to_vec();
     a_args.extend(["--admin-addr", admin_addr.as_str()]);
-    let node_a = TestNode::start_cluster(&redis, "watchpolicy", "node-a", &a_args).await;
-    let node_b = TestNode::start_cluster(&redis, "watchpolicy", "node-b", &policy).await;
+    let node_a = redis.node("watchpolicy", "node-a", &a_args).await;
+    let node_b = redis.node("watchpolicy", "node-b", &policy).await;
     let (_alice, _) = node_a.session("alice", "ios").await;
     let (mut bob, _) = node_b.session("bob", "web").await;
     let snap = snapshot(&mut bob, &["alice"]).await;
@@ -617,4 +616,104 @@ async fn subscribe_latency_with_the_authorizer_cold_and_warm() {
         open_times.0, open_times.1, cold_p50, cold_p99, warm_p50, warm_p99
     );
     assert_eq!(cold_calls, ROUNDS / 4);
+}
+
+/// The example authorizer of the README (examples/friends_authorizer.rs), compiled into
+/// this test.
+#[allow(dead_code)]
+#[path = "../examples/friends_authorizer.rs"]
+mod friends_authorizer;
+
+#[tokio::test]
+async fn the_example_authorizer_friends_see_each_other_and_strangers_do_not() {
+    let dir =
+        std::env::temp_dir().join(format!("friends-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("friends.txt");
+    std::fs::write(&file, "friends alice bob\nhide alice mallory\n").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(friends_authorizer::serve(
+        listener,
+        friends_authorizer::FriendsAuthorizer {
+            file: file.clone(),
+            token: Some(AUTHORIZER_TOKEN.into()),
+        },
+    ));
+    let admin_addr = free_addr();
+    let node = TestNode::start(&[
+        "--watch-policy",
+        "authorizer",
+        "--authorizer-url",
+        &url,
+        "--authorizer-token",
+        AUTHORIZER_TOKEN,
+        "--admin-addr",
+        &admin_addr,
+    ])
+    .await;
+    let (mut alice, _) = node.session("alice", "laptop").await;
+    set_status(&mut alice, Status::Busy, "in a meeting").await;
+    let (mut bob, _) = node.session("bob", "web").await;
+    let (mut carol, _) = node.session("carol", "web").await;
+    let (mut mallory, _) = node.session("mallory", "web").await;
+    let friend = snapshot(&mut bob, &["alice"]).await;
+    assert_eq!(status_of(&friend.presences[0]), Status::Busy);
+    let stranger = snapshot(&mut carol, &["alice"]).await;
+    assert_blank(&stranger.presences[0]);
+    assert_eq!(stranger.denied_user_ids, ids(&["alice"]));
+    // Hidden: blank like a never-seen id, and not listed.
+    let blocked = snapshot(&mut mallory, &["alice"]).await;
+    assert!(blocked.denied_user_ids.is_empty());
+    assert_blank(&blocked.presences[0]);
+
+    // Unfriended: the file changes, the backend tells the node, bob sees alice go.
+    std::fs::write(&file, "hide alice mallory\n").unwrap();
+    admin_client(&admin_addr)
+        .await
+        .invalidate_decisions(InvalidateDecisionsRequest {
+            viewer_ids: ids(&["bob"]),
+            user_ids: vec![],
+        })
+        .await
+        .unwrap();
+    let gone = next_update_frame_of(&mut bob, "alice").await;
+    assert_eq!(status_of(&gone.presences[0]), Status::Offline);
+    assert_eq!(gone.denied_user_ids, ids(&["alice"]));
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[test]
+fn bad_watch_policy_settings_stop_the_node_with_exit_code_64() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["--watch-policy", "authorizer"], "PRESENCE_AUTHORIZER_URL"),
+        (
+            &[
+                "--watch-policy",
+                "authorizer",
+                "--authorizer-url",
+                "ftp://x:1",
+            ],
+            "PRESENCE_AUTHORIZER_URL",
+        ),
+        (&["--watch-policy", "token"], "PRESENCE_WATCH_POLICY"),
+    ];
+    for (args, setting) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_presence-node"))
+            .args(args)
+            .env_remove("PRESENCE_WATCH_POLICY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(setting), "{args:?}: {stderr}");
+    }
 }

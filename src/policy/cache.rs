@@ -106,6 +106,24 @@ impl DecisionCache {
         (entry.expires_at_ms > now_ms).then_some((entry.decision, entry.expires_at_ms))
     }
 
+    /// The expiry of each of `users`' unexpired decisions for `viewer` (one lock for all).
+    pub fn expiries(&self, viewer: &str, users: &[String], now_ms: u64) -> Vec<Option<u64>> {
+        let inner = self.lock();
+        let cached = inner.entries.get(viewer);
+        users
+            .iter()
+            .map(|user| {
+                let entry = cached?.get(user.as_str())?;
+                (entry.expires_at_ms > now_ms).then_some(entry.expires_at_ms)
+            })
+            .collect()
+    }
+
+    /// How long decisions are reused.
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+
     /// When revalidation should next look at the watched pairs.
     pub fn next_due_ms(&self) -> u64 {
         self.next_due_ms.load(Ordering::SeqCst)

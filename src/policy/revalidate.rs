@@ -3,9 +3,11 @@
 //! its sessions (a last OFFLINE update, then unwatched).
 //!
 //! One task per node. It looks at the watched pairs only when the earliest decision in use
-//! is due (or after an invalidation), so an idle node does no work per tick; when it looks,
-//! each viewer's expired pairs go to the policy as one batch, which the decision cache
-//! collapses with whatever else is asking.
+//! is due (or after an invalidation), so an idle node does no work per tick, and at most once
+//! per twentieth of the cache TTL otherwise (a node whose decisions expire all the time does
+//! not scan every tick; an expired watched pair is asked again at most 5% of the TTL late).
+//! When it looks, each viewer's expired pairs go to the policy as one batch, which the
+//! decision cache collapses with whatever else is asking.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,12 +32,17 @@ pub async fn run(node: Arc<Node>) {
     let mut tick =
         tokio::time::interval(Duration::from_millis(node.config.sweep_interval_ms.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let min_gap_ms = cache.ttl_ms() / 20;
+    let mut last_scan_ms = 0u64;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = cache.invalidated.notified() => {}
-        }
-        if node.now_ms() >= cache.next_due_ms() {
+        let invalidated = tokio::select! {
+            _ = tick.tick() => false,
+            _ = cache.invalidated.notified() => true,
+        };
+        let now = node.now_ms();
+        let due = now >= cache.next_due_ms() && now >= last_scan_ms.saturating_add(min_gap_ms);
+        if invalidated || due {
+            last_scan_ms = now;
             once(&node).await;
         }
     }
@@ -54,12 +61,13 @@ pub async fn once(node: &Node) -> usize {
         let watched = outbox.watched_ids();
         let (due, actors) = viewers.entry(viewer.clone()).or_default();
         actors.push(actor);
-        for user in watched {
+        let expiries = cache.expiries(&viewer, &watched, now);
+        for (user, expiry) in watched.into_iter().zip(expiries) {
             if user == viewer {
                 continue;
             }
-            match cache.lookup(&viewer, &user, now) {
-                Some((_, expires_at_ms)) => next_due = next_due.min(expires_at_ms),
+            match expiry {
+                Some(expires_at_ms) => next_due = next_due.min(expires_at_ms),
                 None => {
                     due.insert(user);
                 }
