@@ -299,7 +299,8 @@ def check_secret_env(r: Rendered) -> None:
 
 def check_inline_secrets_stay_in_secret(r: Rendered) -> None:
     values = merged(r.values)
-    inline = [values["auth"]["jwt"]["secret"], values["admin"]["token"], values["redis"]["url"]]
+    inline = [values["auth"]["jwt"]["secret"], values["admin"]["token"], values["authorizer"]["token"],
+              values["redis"]["url"]]
     inline = [s for s in inline if s]
     for path, doc in r.docs:
         if doc["kind"] == "Secret":
@@ -600,6 +601,7 @@ CHART_MANAGED_ENV = {
     "PRESENCE_JWT_SECRET", "PRESENCE_JWT_PUBLIC_KEY_FILE", "PRESENCE_JWT_LEEWAY_MS",
     "PRESENCE_JWT_ISSUER", "PRESENCE_JWT_AUDIENCE", "PRESENCE_REDIS_URL", "PRESENCE_REDIS_MODE",
     "PRESENCE_METRICS_ADDR", "PRESENCE_ADMIN_ADDR", "PRESENCE_ADMIN_TOKEN",
+    "PRESENCE_AUTHORIZER_TOKEN",
 }
 
 

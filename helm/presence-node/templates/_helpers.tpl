@@ -106,6 +106,11 @@ keepaliveTimeoutMs: PRESENCE_KEEPALIVE_TIMEOUT_MS
 sweepIntervalMs: PRESENCE_SWEEP_INTERVAL_MS
 resyncIntervalMs: PRESENCE_RESYNC_INTERVAL_MS
 redisCaFile: PRESENCE_REDIS_CA_FILE
+watchPolicy: PRESENCE_WATCH_POLICY
+authorizerUrl: PRESENCE_AUTHORIZER_URL
+authorizerTimeoutMs: PRESENCE_AUTHORIZER_TIMEOUT_MS
+authorizerCacheMs: PRESENCE_AUTHORIZER_CACHE_MS
+authorizerCacheEntries: PRESENCE_AUTHORIZER_CACHE_ENTRIES
 {{- end }}
 
 {{/*
@@ -177,6 +182,23 @@ A value as an env string. Helm reads YAML numbers as float64, which would print 
 {{- .Values.admin.existingSecretKey }}
 {{- else }}
 {{- print "admin-token" }}
+{{- end }}
+{{- end }}
+
+{{/* Secret (name) holding the authorizer's bearer token, or "" when none is set. */}}
+{{- define "presence-node.authorizerSecretName" -}}
+{{- if .Values.authorizer.existingSecret }}
+{{- .Values.authorizer.existingSecret }}
+{{- else if .Values.authorizer.token }}
+{{- include "presence-node.secretName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "presence-node.authorizerSecretKey" -}}
+{{- if .Values.authorizer.existingSecret }}
+{{- .Values.authorizer.existingSecretKey }}
+{{- else }}
+{{- print "authorizer-token" }}
 {{- end }}
 {{- end }}
 
