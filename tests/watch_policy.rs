@@ -717,3 +717,71 @@ fn bad_watch_policy_settings_stop_the_node_with_exit_code_64() {
         assert!(stderr.contains(setting), "{args:?}: {stderr}");
     }
 }
+
+/// GET /metrics over plain HTTP/1.0.
+async fn scrape(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    tokio::time::timeout(patience(), stream.read_to_string(&mut body))
+        .await
+        .ok()?
+        .ok()?;
+    body.starts_with("HTTP/1.").then_some(body)
+}
+
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn authorizer_calls_cache_and_decisions_are_in_the_metrics() {
+    let authorizer = TestAuthorizer::start().await;
+    authorizer.set("bob", "dave", Decision::Deny);
+    authorizer.set("bob", "mallory", Decision::Hide);
+    let metrics_addr = free_addr();
+    let url = authorizer.url();
+    let node = common::node_process::NodeProcess::start(&[
+        "--metrics-addr",
+        &metrics_addr,
+        "--watch-policy",
+        "authorizer",
+        "--authorizer-url",
+        &url,
+    ])
+    .await;
+    let channel = client::connect(&node.url).await.unwrap();
+    let (mut bob, _) = Session::open(channel.clone(), &user_creds("bob"), hello("web"))
+        .await
+        .unwrap();
+    snapshot(&mut bob, &["alice", "dave", "mallory"]).await;
+    let (mut bob2, _) = Session::open(channel, &user_creds("bob"), hello("ios"))
+        .await
+        .unwrap();
+    snapshot(&mut bob2, &["alice"]).await;
+    let expected = [
+        ("presence_authorizer_calls_total{result=\"ok\"}", 1.0),
+        ("presence_watch_decision_cache_total{result=\"miss\"}", 3.0),
+        ("presence_watch_decision_cache_total{result=\"hit\"}", 1.0),
+        ("presence_watch_decisions_total{decision=\"allow\"}", 2.0),
+        ("presence_watch_decisions_total{decision=\"deny\"}", 1.0),
+        ("presence_watch_decisions_total{decision=\"hide\"}", 1.0),
+        ("presence_authorizer_call_seconds_count", 1.0),
+    ];
+    // Fails (times out) unless every series has exactly its value.
+    eventually("the decision metrics", || async {
+        let body = scrape(&metrics_addr).await?;
+        expected
+            .iter()
+            .all(|(series, value)| sample(&body, series) == Some(*value))
+            .then_some(())
+    })
+    .await;
+}
