@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use ractor::ActorRef;
 
 use super::Decision;
@@ -23,6 +24,9 @@ use crate::session::SessionMsg;
 /// After a failed re-ask, how long until the pairs are asked again (the sessions keep
 /// what they have meanwhile: an authorizer outage must not blank every watch list).
 const RETRY_MS: u64 = 1_000;
+
+/// Viewers asked at once during one pass.
+const CONCURRENT_BATCHES: usize = 32;
 
 /// Runs until the node stops (aborted with the node's tasks).
 pub async fn run(node: Arc<Node>) {
@@ -76,37 +80,52 @@ pub async fn once(node: &Node) -> usize {
     }
     // Answers given from now on lower it again to their own expiry.
     cache.set_next_due(next_due);
-    let mut revoked = 0;
     let max_ids = node.limits.max_ids_per_request.max(1);
+    let mut batches = Vec::new();
     for (viewer, (due, actors)) in viewers {
-        if due.is_empty() {
-            continue;
-        }
         let due: Vec<String> = due.into_iter().collect();
-        let identity = Identity::user(viewer);
+        let actors = Arc::new(actors);
         for chunk in due.chunks(max_ids) {
-            match node.policy.check(&identity, chunk, now).await {
-                Ok(decisions) => {
-                    let lost: Vec<(String, Decision)> = chunk
-                        .iter()
-                        .cloned()
-                        .zip(decisions)
-                        .filter(|(_, d)| *d != Decision::Allow)
-                        .collect();
-                    if lost.is_empty() {
-                        continue;
-                    }
-                    revoked += lost.len();
-                    for actor in &actors {
-                        let _ = actor.cast(SessionMsg::Revoke(lost.clone()));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(viewer = %identity.user_id, error = %e, "cannot revalidate watched users; keeping them, retrying");
-                    cache.set_next_due(cache.next_due_ms().min(now + RETRY_MS));
-                }
-            }
+            batches.push((viewer.clone(), chunk.to_vec(), actors.clone()));
         }
     }
-    revoked
+    // Viewers are asked concurrently (a bounded number at a time), so one slow answer does
+    // not hold up everyone else's revocation.
+    futures::stream::iter(batches)
+        .map(|(viewer, ids, actors)| revalidate(node, cache, viewer, ids, actors, now))
+        .buffer_unordered(CONCURRENT_BATCHES)
+        .fold(0, |total, n| async move { total + n })
+        .await
+}
+
+/// Asks again about one viewer's `ids`; revokes the ones no longer allowed in its sessions.
+async fn revalidate(
+    node: &Node,
+    cache: &super::DecisionCache,
+    viewer: String,
+    ids: Vec<String>,
+    actors: Arc<Vec<ActorRef<SessionMsg>>>,
+    now: u64,
+) -> usize {
+    let identity = Identity::user(viewer);
+    match node.policy.check(&identity, &ids, now).await {
+        Ok(decisions) => {
+            let lost: Vec<(String, Decision)> = ids
+                .into_iter()
+                .zip(decisions)
+                .filter(|(_, d)| *d != Decision::Allow)
+                .collect();
+            if !lost.is_empty() {
+                for actor in actors.iter() {
+                    let _ = actor.cast(SessionMsg::Revoke(lost.clone()));
+                }
+            }
+            lost.len()
+        }
+        Err(e) => {
+            tracing::warn!(viewer = %identity.user_id, error = %e, "cannot revalidate watched users; keeping them, retrying");
+            cache.set_next_due(cache.next_due_ms().min(now + RETRY_MS));
+            0
+        }
+    }
 }
