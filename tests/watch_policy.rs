@@ -785,3 +785,32 @@ async fn authorizer_calls_cache_and_decisions_are_in_the_metrics() {
     })
     .await;
 }
+
+/// Revalidation that cannot reach the authorizer keeps what the sessions watch (an outage
+/// must not blank every watch list) and asks again a second later (node time).
+#[tokio::test]
+async fn a_failed_revalidation_keeps_watching_and_retries() {
+    let authorizer = TestAuthorizer::start().await;
+    let node = node_with(&authorizer, &[]).await;
+    let (mut alice, _) = node.session("alice", "ios").await;
+    let (mut bob, _) = node.session("bob", "web").await;
+    snapshot(&mut bob, &["alice"]).await;
+    authorizer.set_failing(true);
+    node.advance(6_000);
+    eventually("a failed re-ask", || async {
+        (authorizer.call_count() >= 2).then_some(())
+    })
+    .await;
+    set_status(&mut alice, Status::Away, "still seen").await;
+    assert_eq!(
+        next_update_of(&mut bob, "alice").await.status_text,
+        "still seen"
+    );
+
+    authorizer.set_failing(false);
+    authorizer.set("bob", "alice", Decision::Deny);
+    node.advance(1_000);
+    let update = next_update_frame_of(&mut bob, "alice").await;
+    assert_eq!(status_of(&update.presences[0]), Status::Offline);
+    assert_eq!(update.denied_user_ids, ids(&["alice"]));
+}
