@@ -567,7 +567,7 @@ impl SessionState {
                     .await;
             }
         };
-        let mut records: std::collections::HashMap<&str, UserRecord> = ids
+        let records: std::collections::HashMap<&str, UserRecord> = ids
             .iter()
             .zip(records)
             .filter_map(|(id, record)| Some((id.as_str(), record?)))
@@ -592,7 +592,8 @@ impl SessionState {
                 }
             })
             .collect();
-        records.clear();
+        // Not held while waiting for room in the outbox.
+        drop(records);
         self.outbox.reserve(self.slow_consumer_patience()).await?;
         Ok(self.outbox.complete_snapshot(reference, views, denied)?)
     }
