@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/presence/v1/presence.proto",
         "proto/presence/v1/admin.proto",
+        "proto/presence/v1/authorizer.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -37,7 +37,7 @@ fn watchers() -> HashMap<u64, Arc<Outbox>> {
                     view
                 })
                 .collect();
-            outbox.complete_snapshot(1, snapshot).unwrap();
+            outbox.complete_snapshot(1, snapshot, Vec::new()).unwrap();
             // The device read its snapshot.
             let mut stream = OutboxStream::new(outbox.clone());
             while let Some(Some(_)) = stream.next().now_or_never() {}

@@ -36,6 +36,7 @@ fn update(n: usize) -> ServerFrame {
     ServerFrame {
         kind: Some(server_frame::Kind::Update(PresenceUpdate {
             presences: (0..n).map(presence).collect(),
+            denied_user_ids: Vec::new(),
         })),
     }
 }

@@ -15,9 +15,9 @@ use crate::node::Node;
 use crate::peers::ControlCommand;
 use crate::proto::presence_admin_service_server::PresenceAdminService;
 use crate::proto::{
-    DisconnectMode, DisconnectRequest, DisconnectResponse, ListSessionsRequest,
-    ListSessionsResponse, NodeStats, PresenceChange, SessionInfo, StatsRequest, StatsResponse,
-    UserSessions, WatchChangesRequest,
+    DisconnectMode, DisconnectRequest, DisconnectResponse, InvalidateDecisionsRequest,
+    InvalidateDecisionsResponse, ListSessionsRequest, ListSessionsResponse, NodeStats,
+    PresenceChange, SessionInfo, StatsRequest, StatsResponse, UserSessions, WatchChangesRequest,
 };
 use crate::registry::{ChangeWatcher, RegistryMsg};
 
@@ -185,6 +185,37 @@ impl PresenceAdminService for AdminApi {
         Ok(Response::new(DisconnectResponse {
             local_sessions: local as u32,
             forwarded_sessions: forwarded,
+        }))
+    }
+
+    async fn invalidate_decisions(
+        &self,
+        request: Request<InvalidateDecisionsRequest>,
+    ) -> Result<Response<InvalidateDecisionsResponse>, Status> {
+        self.authorize(&request)?;
+        let req = request.into_inner();
+        self.check_ids(&req.viewer_ids)?;
+        self.check_ids(&req.user_ids)?;
+        let local_dropped = self.node.policy.invalidate(&req.viewer_ids, &req.user_ids) as u64;
+        // Every other node with a lease drops its own (each node caches for itself).
+        let mut forwarded_nodes = 0;
+        if let Some(peers) = &self.node.peers {
+            let command = ControlCommand::InvalidateDecisions {
+                viewer_ids: req.viewer_ids,
+                user_ids: req.user_ids,
+            };
+            let nodes = peers.stats().await.map_err(|e| errors::store(&e))?;
+            for peer in nodes.iter().filter(|p| p.node_id != self.node.node_id) {
+                peers
+                    .send(&peer.node_id, &command)
+                    .await
+                    .map_err(|e| errors::store(&e))?;
+                forwarded_nodes += 1;
+            }
+        }
+        Ok(Response::new(InvalidateDecisionsResponse {
+            local_dropped,
+            forwarded_nodes,
         }))
     }
 

@@ -70,6 +70,27 @@ pub struct Identity {
     pub user_id: String,
     /// when the credential stops being valid (exp + leeway), unix ms; None in insecure mode
     pub expires_at_ms: Option<u64>,
+    /// The JWT `scope` claim holds `presence:read`: a backend, not subject to the watch
+    /// policy (API.md "Who may see whom", 7).
+    pub presence_read: bool,
+    /// The JWT `presence_watch` claim: the users this caller may see under the `token`
+    /// watch policy (`None`: no claim, so nobody but itself).
+    pub presence_watch: Option<Arc<[String]>>,
+}
+
+/// The `scope` word that exempts a caller from the watch policy.
+pub const PRESENCE_READ_SCOPE: &str = "presence:read";
+
+impl Identity {
+    /// An identity with no scope and no watch claim (insecure mode, tests).
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            expires_at_ms: None,
+            presence_read: false,
+            presence_watch: None,
+        }
+    }
 }
 
 /// Why a call could not be authenticated. `Display` is safe to return to the client.
@@ -191,10 +212,7 @@ impl Authenticator {
         match &self.jwt {
             None => {
                 let user_id = single_header(metadata, USER_ID_HEADER)?;
-                Ok(Identity {
-                    user_id: user_id.to_owned(),
-                    expires_at_ms: None,
-                })
+                Ok(Identity::user(user_id))
             }
             Some(verifier) => {
                 let value = single_header(metadata, AUTHORIZATION_HEADER)?;
@@ -308,6 +326,10 @@ struct Claims {
     sub: Option<ClaimValue>,
     exp: Option<ClaimValue>,
     nbf: Option<ClaimValue>,
+    /// OAuth style: space-separated words.
+    scope: Option<ClaimValue>,
+    /// Array of user ids (the `token` watch policy).
+    presence_watch: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -350,9 +372,34 @@ impl JwtVerifier {
                 return Err(AuthError::NotYetValid);
             }
         }
+        let presence_read = match &claims.scope {
+            None => false,
+            Some(ClaimValue::Text(scope)) => scope.split(' ').any(|w| w == PRESENCE_READ_SCOPE),
+            Some(_) => {
+                return Err(AuthError::Invalid(
+                    "the `scope` claim must be a string".to_owned(),
+                ))
+            }
+        };
+        let presence_watch = match claims.presence_watch {
+            None => None,
+            Some(serde_json::Value::Array(items)) => Some(
+                items
+                    .into_iter()
+                    .map(|item| match item {
+                        serde_json::Value::String(id) => Ok(id),
+                        _ => Err(()),
+                    })
+                    .collect::<Result<Arc<[String]>, ()>>()
+                    .map_err(|()| watch_claim_invalid())?,
+            ),
+            Some(_) => return Err(watch_claim_invalid()),
+        };
         Ok(Identity {
             user_id,
             expires_at_ms: Some(expires_at_ms),
+            presence_read,
+            presence_watch,
         })
     }
 
@@ -392,6 +439,10 @@ impl JwtVerifier {
             _ => AuthError::Invalid("token could not be verified".to_owned()),
         }
     }
+}
+
+fn watch_claim_invalid() -> AuthError {
+    AuthError::Invalid("the `presence_watch` claim must be an array of user ids".to_owned())
 }
 
 fn missing_claim(claim: &str) -> AuthError {
@@ -512,13 +563,7 @@ mod tests {
         let id = auth
             .authenticate(&md("x-user-id", "alice"), NOW_MS)
             .unwrap();
-        assert_eq!(
-            id,
-            Identity {
-                user_id: "alice".into(),
-                expires_at_ms: None
-            }
-        );
+        assert_eq!(id, Identity::user("alice"));
     }
 
     #[test]
@@ -706,6 +751,43 @@ mod tests {
             hs256().authenticate(&bearer(&token), NOW_MS),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn scope_and_watch_claims_are_read() {
+        let token = sign_hs256(
+            &serde_json::json!({
+                "sub": "backend", "exp": NOW_S + 60,
+                "scope": "openid presence:read profile",
+                "presence_watch": ["bob", "carol"],
+            }),
+            SECRET,
+        );
+        let id = hs256().authenticate(&bearer(&token), NOW_MS).unwrap();
+        assert!(id.presence_read);
+        assert_eq!(
+            id.presence_watch.as_deref(),
+            Some(&["bob".to_owned(), "carol".to_owned()][..])
+        );
+        // A word that only contains the scope does not count.
+        let token = sign_hs256(
+            &serde_json::json!({"sub": "a", "exp": NOW_S + 60, "scope": "presence:readonly"}),
+            SECRET,
+        );
+        let id = hs256().authenticate(&bearer(&token), NOW_MS).unwrap();
+        assert!(!id.presence_read);
+        assert_eq!(id.presence_watch, None);
+        for bad in [
+            serde_json::json!({"sub": "a", "exp": NOW_S + 60, "presence_watch": "bob"}),
+            serde_json::json!({"sub": "a", "exp": NOW_S + 60, "presence_watch": [1]}),
+            serde_json::json!({"sub": "a", "exp": NOW_S + 60, "scope": ["presence:read"]}),
+        ] {
+            let token = sign_hs256(&bad, SECRET);
+            assert!(matches!(
+                hs256().authenticate(&bearer(&token), NOW_MS),
+                Err(AuthError::Invalid(_))
+            ));
+        }
     }
 
     #[test]

@@ -301,6 +301,51 @@ pub struct Config {
     /// Log format; the level comes from RUST_LOG [info].
     #[arg(long, env = "PRESENCE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    // Who may see whom (API.md "Who may see whom"); checked by `validate_watch_policy`.
+    /// Who decides whether a caller may see a user (Subscribe and GetPresence).
+    #[arg(
+        long,
+        env = "PRESENCE_WATCH_POLICY",
+        value_enum,
+        default_value = "open"
+    )]
+    pub watch_policy: WatchPolicyMode,
+
+    /// `http://host:port` or `https://host:port` of the app's `presence.v1.WatchAuthorizer`
+    /// (watch policy `authorizer`).
+    #[arg(long, env = "PRESENCE_AUTHORIZER_URL")]
+    pub authorizer_url: Option<String>,
+
+    /// Sent as `authorization: Bearer <token>` on every `CheckWatch`, if set.
+    #[arg(long, env = "PRESENCE_AUTHORIZER_TOKEN", hide_env_values = true)]
+    pub authorizer_token: Option<Secret>,
+
+    /// Longest wait for one `CheckWatch` call.
+    #[arg(long, env = "PRESENCE_AUTHORIZER_TIMEOUT_MS", default_value_t = DEFAULT_AUTHORIZER_TIMEOUT_MS)]
+    pub authorizer_timeout_ms: u64,
+
+    /// How long a decision per (viewer, user) is reused.
+    #[arg(long, env = "PRESENCE_AUTHORIZER_CACHE_MS", default_value_t = DEFAULT_AUTHORIZER_CACHE_MS)]
+    pub authorizer_cache_ms: u64,
+
+    /// Most (viewer, user) decisions one node keeps.
+    #[arg(long, env = "PRESENCE_AUTHORIZER_CACHE_ENTRIES", default_value_t = DEFAULT_AUTHORIZER_CACHE_ENTRIES)]
+    pub authorizer_cache_entries: usize,
+}
+
+pub const DEFAULT_AUTHORIZER_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_AUTHORIZER_CACHE_MS: u64 = 60_000;
+pub const DEFAULT_AUTHORIZER_CACHE_ENTRIES: usize = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchPolicyMode {
+    /// Anyone with an identity may see anyone.
+    Open,
+    /// The viewer's JWT claim `presence_watch` lists whom it may see (PRESENCE_AUTH=jwt).
+    Token,
+    /// The app's backend decides (`presence.v1.WatchAuthorizer` at PRESENCE_AUTHORIZER_URL).
+    Authorizer,
 }
 
 /// A Redis URL without its password, for messages.
@@ -512,6 +557,7 @@ impl Config {
         }
         self.authenticator()?;
         crate::tls::TlsSettings::from_config(self)?;
+        self.validate_watch_policy()?;
         self.check_exposure(std::env::var_os("PRESENCE_ADMIN_TOKEN").is_some())
     }
 
@@ -546,6 +592,56 @@ impl Config {
                     format!("the admin API on {admin}, which is not loopback, needs a token or client certificates (PRESENCE_ADMIN_CLIENT_CA_FILE)"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// The watch policy settings fit together (authorizer needs a URL, token needs jwt).
+    fn validate_watch_policy(&self) -> Result<(), ConfigError> {
+        match self.watch_policy {
+            WatchPolicyMode::Open => {}
+            WatchPolicyMode::Token => {
+                if self.auth != AuthMode::Jwt {
+                    return Err(bad(
+                        "PRESENCE_WATCH_POLICY",
+                        "token needs PRESENCE_AUTH=jwt (the policy reads the presence_watch claim)",
+                    ));
+                }
+            }
+            WatchPolicyMode::Authorizer => {
+                let Some(url) = &self.authorizer_url else {
+                    return Err(bad(
+                        "PRESENCE_AUTHORIZER_URL",
+                        "required for PRESENCE_WATCH_POLICY=authorizer",
+                    ));
+                };
+                if !url.starts_with("http://") && !url.starts_with("https://") {
+                    return Err(bad(
+                        "PRESENCE_AUTHORIZER_URL",
+                        format!("{url:?}: expected http://host:port or https://host:port"),
+                    ));
+                }
+                crate::client::parse_server(url)
+                    .map_err(|e| bad("PRESENCE_AUTHORIZER_URL", e.to_string()))?;
+            }
+        }
+        if self.authorizer_timeout_ms == 0 {
+            return Err(bad(
+                "PRESENCE_AUTHORIZER_TIMEOUT_MS",
+                "must be greater than 0",
+            ));
+        }
+        if self.authorizer_cache_ms == 0 {
+            return Err(bad(
+                "PRESENCE_AUTHORIZER_CACHE_MS",
+                "must be greater than 0",
+            ));
+        }
+        if self.authorizer_cache_entries == 0 {
+            return Err(bad(
+                "PRESENCE_AUTHORIZER_CACHE_ENTRIES",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -805,6 +901,60 @@ mod tests {
                 .setting,
             "PRESENCE_MAX_SESSIONS_PER_USER"
         );
+    }
+
+    #[test]
+    fn watch_policy_combinations_are_checked() {
+        assert_eq!(Config::defaults().watch_policy, WatchPolicyMode::Open);
+        assert_eq!(Config::defaults().authorizer_timeout_ms, 1_000);
+        assert_eq!(Config::defaults().authorizer_cache_ms, 60_000);
+        assert_eq!(
+            parse(&["--watch-policy", "authorizer"])
+                .unwrap_err()
+                .setting,
+            "PRESENCE_AUTHORIZER_URL"
+        );
+        assert_eq!(
+            parse(&[
+                "--watch-policy",
+                "authorizer",
+                "--authorizer-url",
+                "grpc://x:1"
+            ])
+            .unwrap_err()
+            .setting,
+            "PRESENCE_AUTHORIZER_URL"
+        );
+        assert!(parse(&[
+            "--watch-policy",
+            "authorizer",
+            "--authorizer-url",
+            "https://a:1"
+        ])
+        .is_ok());
+        assert_eq!(
+            parse(&["--watch-policy", "token"]).unwrap_err().setting,
+            "PRESENCE_WATCH_POLICY"
+        );
+        assert!(parse(&[
+            "--watch-policy",
+            "token",
+            "--auth",
+            "jwt",
+            "--jwt-secret",
+            "s"
+        ])
+        .is_ok());
+        let with_token = parse(&[
+            "--watch-policy",
+            "authorizer",
+            "--authorizer-url",
+            "http://127.0.0.1:1",
+            "--authorizer-token",
+            "tok-s3cret",
+        ])
+        .unwrap();
+        assert!(!format!("{with_token:?}").contains("tok-s3cret"));
     }
 
     #[test]

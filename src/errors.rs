@@ -58,6 +58,11 @@ pub fn node_at_capacity(max: usize) -> Status {
     status
 }
 
+/// No watch decision could be had (authorizer down, slow, erring): fail closed.
+pub fn watch_policy_unavailable(e: impl Display) -> Status {
+    Status::unavailable(e.to_string())
+}
+
 /// A session actor could not be started.
 pub fn cannot_start_session(e: impl Display) -> Status {
     Status::unavailable(format!("cannot start a session: {e}"))

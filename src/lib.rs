@@ -14,6 +14,8 @@
 //!   stream), the table of live sessions and the supervisor that cleans up after crashes.
 //! - `registry`: the actor that knows which local sessions watch which users; fans out.
 //! - `sweeper`: one task finding silent sessions and ended grace periods.
+//! - `policy`: who may see whom (open, token, authorizer), the decision cache, and
+//!   revalidation of watched pairs.
 //! - `service`: the gRPC edge (identity, admission, errors to `tonic::Status`).
 //! - `admin`: the admin API (sessions, disconnect, stats, change stream), own address.
 //! - `server`: start, serve, drain on shutdown.
@@ -38,6 +40,7 @@ pub mod errors;
 pub mod metrics;
 pub mod node;
 pub mod peers;
+pub mod policy;
 pub mod presence;
 pub mod proto;
 pub mod registry;

@@ -53,6 +53,18 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "presence_tls_handshake_failures_total"
 /// Changed certificate files read, by `result`: `loaded` (served from now on), `refused`
 /// (not a consistent pair: the previous certificate stays) (counter).
 pub const TLS_RELOADS: &str = "presence_tls_reloads_total";
+/// `CheckWatch` calls to the authorizer by `result`: ok, timeout, error, wrong_count
+/// (counter).
+pub const AUTHORIZER_CALLS: &str = "presence_authorizer_calls_total";
+/// Duration of one `CheckWatch` call, failed ones included (histogram, seconds).
+pub const AUTHORIZER_SECONDS: &str = "presence_authorizer_call_seconds";
+/// Watch decisions looked up in the cache, by `result`: hit, miss (asked), collapsed
+/// (answered by a call another request made) (counter).
+pub const DECISION_CACHE: &str = "presence_watch_decision_cache_total";
+/// Watch decisions applied, by `decision`: allow, deny, hide (counter).
+pub const WATCH_DECISIONS: &str = "presence_watch_decisions_total";
+/// Watched users revoked because their decision turned to deny or hide (counter).
+pub const WATCH_REVOKED: &str = "presence_watch_revoked_total";
 
 /// Starts the exporter on `addr` and the process-metrics collector. Call once per process,
 /// inside the runtime.
@@ -127,4 +139,19 @@ fn describe() {
         "TLS handshakes that failed, by listener and reason"
     );
     describe_counter!(TLS_RELOADS, "Changed TLS certificate files read, by result");
+    describe_counter!(
+        AUTHORIZER_CALLS,
+        "CheckWatch calls to the authorizer, by result"
+    );
+    describe_histogram!(
+        AUTHORIZER_SECONDS,
+        Unit::Seconds,
+        "Duration of one CheckWatch call"
+    );
+    describe_counter!(
+        DECISION_CACHE,
+        "Watch decision lookups, by result (hit, miss, collapsed)"
+    );
+    describe_counter!(WATCH_DECISIONS, "Watch decisions applied, by decision");
+    describe_counter!(WATCH_REVOKED, "Watched users revoked by a changed decision");
 }

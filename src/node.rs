@@ -29,6 +29,8 @@ pub struct Node {
     pub peers: Option<Arc<dyn Peers>>,
     /// Mass abrupt disconnects get a longer grace (`presence::storm`).
     pub storm: std::sync::Mutex<StormGuard>,
+    /// Who may see whom (PRESENCE_WATCH_POLICY).
+    pub policy: crate::policy::Policy,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -53,6 +55,7 @@ impl Node {
             peers,
         } = parts;
         Self {
+            policy: crate::policy::Policy::from_config(&config),
             limits: config.limits(),
             storm: std::sync::Mutex::new(StormGuard::new(config.storm_rule())),
             config,
@@ -136,6 +139,12 @@ impl Node {
                 reconnect,
             }) => {
                 self.disconnect_local(&user_id, session_id.as_deref(), &reason, reconnect);
+            }
+            Some(ControlCommand::InvalidateDecisions {
+                viewer_ids,
+                user_ids,
+            }) => {
+                self.policy.invalidate(&viewer_ids, &user_ids);
             }
             None => tracing::debug!(command = wire, "unknown control command ignored"),
         }

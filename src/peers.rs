@@ -41,12 +41,37 @@ pub enum ControlCommand {
         reason: String,
         reconnect: bool,
     },
+    /// Drop cached watch decisions whose viewer is in `viewer_ids` or user in `user_ids`
+    /// (admin `InvalidateDecisions`, sent to every node).
+    InvalidateDecisions {
+        viewer_ids: Vec<String>,
+        user_ids: Vec<String>,
+    },
+}
+
+/// Separates the ids of a list inside one field (user ids cannot hold control characters).
+const LIST_SEPARATOR: char = '\u{1f}';
+
+fn join(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| id.replace(['\t', LIST_SEPARATOR], ""))
+        .collect::<Vec<_>>()
+        .join(&LIST_SEPARATOR.to_string())
+}
+
+fn split(field: &str) -> Vec<String> {
+    field
+        .split(LIST_SEPARATOR)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 impl ControlCommand {
     /// The wire form: tab-separated fields, `disconnect <TAB> reconnect|end <TAB> user <TAB>
-    /// session (or empty) <TAB> reason`. Tabs in the reason become spaces (user and session
-    /// ids cannot hold control characters).
+    /// session (or empty) <TAB> reason`, or `invalidate <TAB> viewers <TAB> users` (ids
+    /// separated by U+001F). Tabs in the reason become spaces (user and session ids cannot
+    /// hold control characters).
     pub fn encode(&self) -> String {
         match self {
             ControlCommand::Disconnect {
@@ -60,6 +85,10 @@ impl ControlCommand {
                 session_id.as_deref().unwrap_or_default(),
                 reason.replace('\t', " ")
             ),
+            ControlCommand::InvalidateDecisions {
+                viewer_ids,
+                user_ids,
+            } => format!("invalidate\t{}\t{}", join(viewer_ids), join(user_ids)),
         }
     }
 
@@ -67,6 +96,10 @@ impl ControlCommand {
     pub fn decode(wire: &str) -> Option<Self> {
         let parts: Vec<&str> = wire.splitn(5, '\t').collect();
         match parts.as_slice() {
+            ["invalidate", viewers, users] => Some(ControlCommand::InvalidateDecisions {
+                viewer_ids: split(viewers),
+                user_ids: split(users),
+            }),
             ["disconnect", mode @ ("reconnect" | "end"), user, session, reason]
                 if !user.is_empty() =>
             {
@@ -101,6 +134,14 @@ mod tests {
             disconnect(None, "maintenance", true),
             disconnect(Some("n1:0000abcd:7"), "", false),
             disconnect(None, "reason with spaces and ünïcode", false),
+            ControlCommand::InvalidateDecisions {
+                viewer_ids: vec!["bob".into(), "carol smith".into()],
+                user_ids: vec![],
+            },
+            ControlCommand::InvalidateDecisions {
+                viewer_ids: vec![],
+                user_ids: vec!["alice".into()],
+            },
         ] {
             assert_eq!(ControlCommand::decode(&command.encode()), Some(command));
         }
@@ -123,6 +164,8 @@ mod tests {
             "disconnect\tmaybe\talice\t\tx",
             "disconnect\tend\t\t\tx",
             "reboot\tend\talice\t\tx",
+            "invalidate\tbob",
+            "invalidate\tbob\talice\textra",
         ] {
             assert_eq!(ControlCommand::decode(wire), None, "{wire:?}");
         }

@@ -102,6 +102,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
         registry,
         peers,
     }));
+    // Watched pairs are asked again when their decision expires (authorizer policy).
+    node.own_task(tokio::spawn(crate::policy::revalidate::run(node.clone())));
     if let Some((store, interest)) = cluster {
         info!(node_id = %node.node_id, "cluster mode: state in Redis");
         let bridge = tokio::spawn(bridge::run(node.clone(), store, interest, timings));

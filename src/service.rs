@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::Identity;
 use crate::errors;
 use crate::node::Node;
+use crate::policy::Decision;
 use crate::presence::UserRecord;
 use crate::proto::presence_service_server::PresenceService;
 use crate::proto::{ClientFrame, GetPresenceRequest, GetPresenceResponse};
@@ -88,22 +89,54 @@ impl PresenceService for PresenceApi {
             .limits
             .check_lookup_ids(&ids)
             .map_err(errors::invalid_argument)?;
-        let records = self
+        // Decided before the store is read: refused users are never read.
+        let decisions = self
             .node
-            .store
-            .get(&ids, self.node.now_ms())
+            .policy
+            .check(&identity, &ids, self.node.now_ms())
             .await
-            .map_err(|e| errors::store(&e))?;
+            .map_err(errors::watch_policy_unavailable)?;
+        let allowed: Vec<String> = ids
+            .iter()
+            .zip(&decisions)
+            .filter(|(_, d)| **d == Decision::Allow)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut records = if allowed.is_empty() {
+            Vec::new()
+        } else {
+            self.node
+                .store
+                .get(&allowed, self.node.now_ms())
+                .await
+                .map_err(|e| errors::store(&e))?
+        }
+        .into_iter();
+        let mut denied_user_ids: Vec<String> = Vec::new();
         let presences = ids
             .iter()
-            .zip(records)
-            .map(|(id, record)| {
-                let owner = *id == identity.user_id;
-                record
-                    .unwrap_or_else(|| UserRecord::new(id.as_str()))
-                    .view(owner)
+            .zip(&decisions)
+            .map(|(id, decision)| match decision {
+                Decision::Allow => {
+                    let owner = *id == identity.user_id;
+                    records
+                        .next()
+                        .flatten()
+                        .unwrap_or_else(|| UserRecord::new(id.as_str()))
+                        .view(owner)
+                }
+                // Both look exactly like a never-seen user; only DENY is listed.
+                refused => {
+                    if *refused == Decision::Deny && !denied_user_ids.contains(id) {
+                        denied_user_ids.push(id.clone());
+                    }
+                    UserRecord::new(id.as_str()).view(false)
+                }
             })
             .collect();
-        Ok(Response::new(GetPresenceResponse { presences }))
+        Ok(Response::new(GetPresenceResponse {
+            presences,
+            denied_user_ids,
+        }))
     }
 }

@@ -257,6 +257,7 @@ async fn watcher_stops_reading(stream_window: Option<u32>) {
     let frame_bytes = ServerFrame {
         kind: Some(server_frame::Kind::Update(PresenceUpdate {
             presences: vec![frame_presence],
+            ..Default::default()
         })),
     }
     .encoded_len() as u64;

@@ -265,7 +265,7 @@ mod tests {
         for (outbox, user) in [(&a, "bob"), (&b, "carol")] {
             outbox.begin_watch(&[user.to_string()]);
             outbox
-                .complete_snapshot(1, vec![UserRecord::new(user).view(false)])
+                .complete_snapshot(1, vec![UserRecord::new(user).view(false)], Vec::new())
                 .unwrap();
         }
         state.watch(1, &a, vec!["bob".into()]);

@@ -25,6 +25,7 @@ use super::table::SessionSlot;
 use crate::auth::Identity;
 use crate::errors;
 use crate::node::Node;
+use crate::policy::Decision;
 use crate::presence::{LimitError, SessionEntry, UserRecord};
 use crate::proto::{
     client_frame, server_frame, Ack, ClientFrame, Error as ErrorFrame, ErrorCode, Heartbeat,
@@ -47,6 +48,9 @@ pub enum SessionMsg {
     Shutdown,
     /// An operator ends the session (`reconnect`: the device is asked to reconnect).
     Disconnect { reason: String, reconnect: bool },
+    /// The watch policy no longer lets this session see these users (revalidation):
+    /// each watched one gets a last OFFLINE update and is unwatched.
+    Revoke(Vec<(String, Decision)>),
     /// Makes the actor panic, to test supervision.
     #[cfg(test)]
     Crash,
@@ -86,6 +90,8 @@ pub struct SessionState {
     node: Arc<Node>,
     key: SessionKey,
     user_id: String,
+    /// Who the session is, as the watch policy sees it (scope, watch claim).
+    identity: Identity,
     session_id: String,
     /// Set once `hello` was accepted and the session counts in the store.
     device: Option<String>,
@@ -155,6 +161,8 @@ impl Actor for SessionActor {
                     Some(age) => node.now_ms() + age - rand::random_range(0..=age / 10),
                     None => u64::MAX,
                 }),
+                watch_exempt: !node.policy.applies_to(&args.identity)
+                    || node.policy.cache().is_none(),
             },
         );
         let reader = tokio::spawn(read_frames(
@@ -168,7 +176,8 @@ impl Actor for SessionActor {
             status_limiter: limiter(config.status_rate_per_s, config.status_rate_burst),
             subscribe_limiter: limiter(config.subscribe_rate_per_s, config.subscribe_rate_burst),
             key: args.key,
-            user_id: args.identity.user_id,
+            user_id: args.identity.user_id.clone(),
+            identity: args.identity,
             session_id: args.session_id,
             device: None,
             outbox: args.outbox,
@@ -211,6 +220,7 @@ impl Actor for SessionActor {
                 state.ask_to_reconnect("node draining", retry_after_ms)
             }
             SessionMsg::Shutdown => Err(End::ShutdownGraceOver),
+            SessionMsg::Revoke(users) => state.revoke(&users),
             SessionMsg::Disconnect { reason, reconnect } => {
                 if reconnect {
                     let retry_after_ms =
@@ -276,6 +286,24 @@ async fn read_frames(
             }
         }
     }
+}
+
+/// The allowed ids (in order) and the refused ones with their decision.
+fn split_allowed(
+    ids: &[String],
+    decisions: &[Decision],
+) -> (Vec<String>, std::collections::HashMap<String, Decision>) {
+    let mut allowed = Vec::with_capacity(ids.len());
+    let mut refused = std::collections::HashMap::new();
+    for (id, decision) in ids.iter().zip(decisions) {
+        match decision {
+            Decision::Allow => allowed.push(id.clone()),
+            other => {
+                refused.insert(id.clone(), *other);
+            }
+        }
+    }
+    (allowed, refused)
 }
 
 fn error_frame(reference: u64, code: ErrorCode, message: impl Into<String>) -> server_frame::Kind {
@@ -462,6 +490,33 @@ impl SessionState {
             Ok(ids) => ids,
             Err(e) => return self.refuse_limit(reference, e).await,
         };
+        // Who may see whom is decided before anything reaches the registry or the store.
+        let decisions = match self
+            .node
+            .policy
+            .check(&self.identity, &ids, self.node.now_ms())
+            .await
+        {
+            Ok(decisions) => decisions,
+            Err(e) => {
+                return self
+                    .refuse(reference, ErrorCode::Unavailable, e.to_string())
+                    .await
+            }
+        };
+        let requested = ids;
+        let (ids, refused) = split_allowed(&requested, &decisions);
+        if !refused.is_empty() {
+            // Watched before and refused now: a fresh subscription starts afresh.
+            let refused_ids: Vec<String> = refused.keys().cloned().collect();
+            let removed = self.outbox.unwatch(&refused_ids);
+            if !removed.is_empty() {
+                let _ = self.node.registry.cast(RegistryMsg::Unwatch {
+                    session: self.key,
+                    user_ids: removed,
+                });
+            }
+        }
         let would_watch = self.outbox.watch_count() + self.outbox.count_unwatched(&ids);
         if would_watch > limits.max_subscriptions {
             let err = LimitError::TooManySubscriptions {
@@ -494,7 +549,12 @@ impl SessionState {
                     .await;
             }
         }
-        let records = match self.node.store.get(&ids, self.node.now_ms()).await {
+        let read = if ids.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.node.store.get(&ids, self.node.now_ms()).await
+        };
+        let records = match read {
             Ok(records) => records,
             Err(e) => {
                 self.outbox.cancel_watch(&ids, &added);
@@ -507,19 +567,53 @@ impl SessionState {
                     .await;
             }
         };
-        let views = ids
+        let records: std::collections::HashMap<&str, UserRecord> = ids
             .iter()
             .zip(records)
-            .map(|(id, record)| {
+            .filter_map(|(id, record)| Some((id.as_str(), record?)))
+            .collect();
+        let mut denied = Vec::new();
+        let views = requested
+            .iter()
+            .map(|id| {
                 let owner = *id == self.user_id;
-                match record {
-                    Some(record) => record.view(owner),
-                    None => UserRecord::new(id.as_str()).view(owner),
+                match refused.get(id) {
+                    // DENY and HIDE look exactly like a never-seen user; DENY is listed.
+                    Some(decision) => {
+                        if *decision == Decision::Deny {
+                            denied.push(id.clone());
+                        }
+                        UserRecord::new(id.as_str()).view(false)
+                    }
+                    None => match records.get(id.as_str()) {
+                        Some(record) => record.view(owner),
+                        None => UserRecord::new(id.as_str()).view(owner),
+                    },
                 }
             })
             .collect();
+        // Not held while waiting for room in the outbox.
+        drop(records);
         self.outbox.reserve(self.slow_consumer_patience()).await?;
-        Ok(self.outbox.complete_snapshot(reference, views)?)
+        Ok(self.outbox.complete_snapshot(reference, views, denied)?)
+    }
+
+    /// Revocation by the watch policy (see `SessionMsg::Revoke`).
+    fn revoke(&mut self, users: &[(String, Decision)]) -> Result<(), End> {
+        let users: Vec<(String, bool)> = users
+            .iter()
+            .filter(|(id, decision)| *decision != Decision::Allow && *id != self.user_id)
+            .map(|(id, decision)| (id.clone(), *decision == Decision::Deny))
+            .collect();
+        let removed = self.outbox.revoke(&users)?;
+        if !removed.is_empty() {
+            metrics::counter!(crate::metrics::WATCH_REVOKED).increment(removed.len() as u64);
+            let _ = self.node.registry.cast(RegistryMsg::Unwatch {
+                session: self.key,
+                user_ids: removed,
+            });
+        }
+        Ok(())
     }
 
     async fn on_unsubscribe(&mut self, reference: u64, unsub: Unsubscribe) -> Result<(), End> {

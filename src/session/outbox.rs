@@ -272,6 +272,7 @@ impl Outbox {
         &self,
         reference: u64,
         mut views: Vec<Presence>,
+        denied_user_ids: Vec<String>,
     ) -> Result<(), Overflow> {
         let mut inner = self.lock();
         let inner = &mut *inner;
@@ -305,8 +306,49 @@ impl Outbox {
             server_frame::Kind::Snapshot(Snapshot {
                 r#ref: reference,
                 presences: views,
+                denied_user_ids,
             }),
         )
+    }
+
+    /// Stops watching users the viewer may no longer see (a decision turned to DENY or
+    /// HIDE): each watched one is shown once more as OFFLINE with nothing else and a version
+    /// above the last the device saw (listed as denied when `denied`), in one update queued
+    /// as a reply, and its pending update is dropped. Returns the ids that were watched.
+    pub fn revoke(&self, users: &[(String, bool)]) -> Result<Vec<String>, Overflow> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut presences = Vec::new();
+        let mut denied_user_ids = Vec::new();
+        let mut removed = Vec::new();
+        for (user, denied) in users {
+            let Some(watch) = inner.watches.get_mut(user) else {
+                continue;
+            };
+            presences.push(Presence {
+                user_id: user.clone(),
+                status: crate::proto::Status::Offline as i32,
+                version: watch.seen_version + 1,
+                ..Presence::default()
+            });
+            if *denied {
+                denied_user_ids.push(user.clone());
+            }
+            removed.push(user.clone());
+        }
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        inner.watches.remove(&removed);
+        Self::push_locked(
+            inner,
+            self.max_control_frames,
+            server_frame::Kind::Update(PresenceUpdate {
+                presences,
+                denied_user_ids,
+            }),
+        )?;
+        Ok(removed)
     }
 
     /// Offers a change of a watched user. Stale versions and changes the device cannot see
@@ -387,7 +429,10 @@ impl Outbox {
         if !presences.is_empty() {
             metrics::counter!(crate::metrics::UPDATES_DELIVERED).increment(presences.len() as u64);
             return Poll::Ready(Some(Ok(ServerFrame {
-                kind: Some(server_frame::Kind::Update(PresenceUpdate { presences })),
+                kind: Some(server_frame::Kind::Update(PresenceUpdate {
+                    presences,
+                    denied_user_ids: Vec::new(),
+                })),
             })));
         }
         match inner.ending.as_mut() {
@@ -513,7 +558,7 @@ mod tests {
     fn watching(user: &str, at: Presence) -> Arc<Outbox> {
         let outbox = Outbox::new("me", 8);
         outbox.begin_watch(&[user.to_string()]);
-        outbox.complete_snapshot(1, vec![at]).unwrap();
+        outbox.complete_snapshot(1, vec![at], Vec::new()).unwrap();
         drain(&outbox);
         outbox
     }
@@ -529,7 +574,7 @@ mod tests {
         // Nothing about bob before his snapshot.
         assert!(updates(&drain(&outbox)).is_empty());
         outbox
-            .complete_snapshot(2, vec![presence("bob", Status::Online, "", 2)])
+            .complete_snapshot(2, vec![presence("bob", Status::Online, "", 2)], Vec::new())
             .unwrap();
         let frames = drain(&outbox);
         assert_eq!(snapshots(&frames)[0].version, 2);
@@ -546,7 +591,7 @@ mod tests {
         outbox.offer(&pair("bob", Status::Busy, "", 3));
         assert!(updates(&drain(&outbox)).is_empty());
         outbox
-            .complete_snapshot(2, vec![presence("bob", Status::Online, "", 2)])
+            .complete_snapshot(2, vec![presence("bob", Status::Online, "", 2)], Vec::new())
             .unwrap();
         let frames = drain(&outbox);
         let versions: Vec<u64> = snapshots(&frames)
@@ -626,6 +671,7 @@ mod tests {
                     presence("bob", Status::Online, "", 5),
                     presence("carol", Status::Online, "", 8),
                 ],
+                Vec::new(),
             )
             .unwrap();
         let frames = drain(&outbox);
@@ -643,7 +689,7 @@ mod tests {
         let outbox = Outbox::new("me", 8);
         outbox.begin_watch(&["me".to_string()]);
         outbox
-            .complete_snapshot(1, vec![presence("me", Status::Offline, "", 1)])
+            .complete_snapshot(1, vec![presence("me", Status::Offline, "", 1)], Vec::new())
             .unwrap();
         drain(&outbox);
         let pair = ViewPair::new(
@@ -730,6 +776,7 @@ mod tests {
                 ids.iter()
                     .map(|id| presence(id, Status::Offline, "", 1))
                     .collect(),
+                Vec::new(),
             )
             .unwrap();
         drain(&outbox);

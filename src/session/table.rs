@@ -25,6 +25,9 @@ pub struct SessionSlot {
     /// When the session is asked to reconnect to spread load (max session age, jittered);
     /// `u64::MAX` once asked, or never.
     pub rebalance_at_ms: AtomicU64,
+    /// Not subject to the watch policy (`open`, or the `presence:read` scope): never
+    /// revalidated.
+    pub watch_exempt: bool,
 }
 
 #[derive(Default)]
@@ -127,6 +130,21 @@ impl SessionTable {
         self.slots
             .iter()
             .map(|slot| (slot.user_id.clone(), slot.session_id.clone()))
+            .collect()
+    }
+
+    /// (user, actor, outbox) of every session subject to the watch policy (revalidation).
+    pub fn watchers(&self) -> Vec<(String, ActorRef<SessionMsg>, Arc<Outbox>)> {
+        self.slots
+            .iter()
+            .filter(|slot| !slot.watch_exempt)
+            .map(|slot| {
+                (
+                    slot.user_id.clone(),
+                    slot.actor.clone(),
+                    slot.outbox.clone(),
+                )
+            })
             .collect()
     }
 

@@ -364,7 +364,8 @@ def check_secret_env(r: Rendered) -> None:
 
 def check_inline_secrets_stay_in_secret(r: Rendered) -> None:
     values = merged(r.values)
-    inline = [values["auth"]["jwt"]["secret"], values["admin"]["token"], values["redis"]["url"]]
+    inline = [values["auth"]["jwt"]["secret"], values["admin"]["token"], values["authorizer"]["token"],
+              values["redis"]["url"]]
     inline = [s for s in inline if s]
     for path, doc in r.docs:
         if doc["kind"] == "Secret":
@@ -764,6 +765,7 @@ CHART_MANAGED_ENV = {
     "PRESENCE_METRICS_ADDR", "PRESENCE_ADMIN_ADDR", "PRESENCE_ADMIN_TOKEN",
     "PRESENCE_TLS_CERT_FILE", "PRESENCE_TLS_KEY_FILE", "PRESENCE_TLS_CLIENT_CA_FILE",
     "PRESENCE_ADMIN_CLIENT_CA_FILE", "PRESENCE_ALLOW_INSECURE",
+    "PRESENCE_AUTHORIZER_TOKEN",
 }
 
 

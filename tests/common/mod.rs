@@ -3,6 +3,7 @@
 //! `eventually`-style polling with a deadline instead of sleeps.
 #![allow(dead_code)]
 
+pub mod authorizer;
 pub mod node_process;
 pub mod redis;
 pub mod redis_cluster;

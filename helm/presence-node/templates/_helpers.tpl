@@ -84,6 +84,9 @@ heartbeatIntervalMs: PRESENCE_HEARTBEAT_INTERVAL_MS
 sessionTtlMs: PRESENCE_SESSION_TTL_MS
 helloTimeoutMs: PRESENCE_HELLO_TIMEOUT_MS
 offlineGraceMs: PRESENCE_OFFLINE_GRACE_MS
+stormThreshold: PRESENCE_STORM_THRESHOLD
+stormWindowMs: PRESENCE_STORM_WINDOW_MS
+stormGraceMs: PRESENCE_STORM_GRACE_MS
 nodeLeaseTtlMs: PRESENCE_NODE_LEASE_TTL_MS
 maxSubscriptions: PRESENCE_MAX_SUBSCRIPTIONS
 maxSessionsPerUser: PRESENCE_MAX_SESSIONS_PER_USER
@@ -106,6 +109,11 @@ keepaliveTimeoutMs: PRESENCE_KEEPALIVE_TIMEOUT_MS
 sweepIntervalMs: PRESENCE_SWEEP_INTERVAL_MS
 resyncIntervalMs: PRESENCE_RESYNC_INTERVAL_MS
 redisCaFile: PRESENCE_REDIS_CA_FILE
+watchPolicy: PRESENCE_WATCH_POLICY
+authorizerUrl: PRESENCE_AUTHORIZER_URL
+authorizerTimeoutMs: PRESENCE_AUTHORIZER_TIMEOUT_MS
+authorizerCacheMs: PRESENCE_AUTHORIZER_CACHE_MS
+authorizerCacheEntries: PRESENCE_AUTHORIZER_CACHE_ENTRIES
 {{- end }}
 
 {{/*
@@ -210,6 +218,23 @@ tcpSocket:
 grpc:
   port: {{ .root.Values.containerPorts.grpc }}
   service: {{ .service | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Secret (name) holding the authorizer's bearer token, or "" when none is set. */}}
+{{- define "presence-node.authorizerSecretName" -}}
+{{- if .Values.authorizer.existingSecret }}
+{{- .Values.authorizer.existingSecret }}
+{{- else if .Values.authorizer.token }}
+{{- include "presence-node.secretName" . }}
+{{- end }}
+{{- end }}
+
+{{- define "presence-node.authorizerSecretKey" -}}
+{{- if .Values.authorizer.existingSecret }}
+{{- .Values.authorizer.existingSecretKey }}
+{{- else }}
+{{- print "authorizer-token" }}
 {{- end }}
 {{- end }}
 
