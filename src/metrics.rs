@@ -44,6 +44,9 @@ pub const RESYNCS: &str = "presence_resyncs_total";
 pub const DEAD_NODE_SWEEPS: &str = "presence_dead_node_sweeps_total";
 /// Users whose sessions were removed by dead-node sweeps (counter).
 pub const SWEPT_USERS: &str = "presence_swept_users_total";
+/// What one caller tried to make the node spend past a bound, by `reason` (API.md "What one
+/// caller can consume is bounded"; docs/operations.md has the table of bounds) (counter).
+pub const REFUSED: &str = "presence_refused_total";
 /// Mass abrupt disconnects that switched abrupt ends to the storm grace (counter).
 pub const STORMS: &str = "presence_storms_total";
 /// TLS handshakes that failed, by `listener` and `reason`: `error`, `timeout`, `plaintext`
@@ -129,6 +132,10 @@ fn describe() {
     describe_counter!(
         SWEPT_USERS,
         "Users whose sessions were removed by dead-node sweeps"
+    );
+    describe_counter!(
+        REFUSED,
+        "Requests, frames or connections refused past a bound, by reason"
     );
     describe_counter!(
         STORMS,
