@@ -1,8 +1,8 @@
 //! Mass abrupt disconnects (`presence::storm`): when many sessions of a node end abruptly at
 //! once, they linger for the storm grace, so devices reconnecting after the normal grace show
 //! no flap; a single dropped device still goes OFFLINE after the normal grace. Abrupt ends are
-//! real stream resets (a dropped client call sends RST_STREAM); time is the node's manual
-//! clock, and each sweep pass is run by the test.
+//! a real connection cut (a TCP proxy the test cuts); time is the node's manual clock, and each
+//! sweep pass is run by the test.
 
 mod common;
 
@@ -31,9 +31,9 @@ async fn statuses(node: &TestNode, users: &[String]) -> Vec<Status> {
         .collect()
 }
 
-/// Opens one session per user on one connection, then drops them all (resets).
+/// Opens one session per user on one connection, then cuts the connection under them all.
 async fn drop_all(node: &TestNode, users: &[String]) {
-    let channel = node.channel().await;
+    let (channel, cutter) = node.cuttable_channel().await;
     let mut sessions = Vec::new();
     for user in users {
         let (session, _) = Session::open(channel.clone(), &user_creds(user), hello("phone"))
@@ -45,11 +45,12 @@ async fn drop_all(node: &TestNode, users: &[String]) {
         .await
         .iter()
         .all(|s| *s == Status::Online));
-    drop(sessions);
+    cutter.cut();
     eventually("the node saw every session end", || async {
         node.node.sessions.is_empty().then_some(())
     })
     .await;
+    drop(sessions);
 }
 
 /// Every user's record holds a session lingering until at least `until`.
