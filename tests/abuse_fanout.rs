@@ -122,6 +122,8 @@ impl GoodUser {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
+                    // The watcher stays live under a short TTL (its acks are skipped).
+                    watcher.heartbeat().await.expect("the good watcher sends");
                     let text = format!("good {i}");
                     let sent = Instant::now();
                     mover

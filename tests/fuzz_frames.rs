@@ -10,7 +10,7 @@
 //! - a watcher of the session's user sees strictly increasing versions per user, and its
 //!   final view equals what the store answers (`GetPresence`).
 //!
-//! `PRESENCE_FUZZ_CASES` (default 24: a few seconds) sets the number of sequences.
+//! `PRESENCE_FUZZ_CASES` (default 64: a few seconds) sets the number of sequences.
 
 mod common;
 
@@ -280,7 +280,7 @@ fn arbitrary_frame_sequences_keep_the_node_s_invariants() {
     let cases: u32 = std::env::var("PRESENCE_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+        .unwrap_or(64);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
