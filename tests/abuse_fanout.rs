@@ -256,7 +256,7 @@ async fn a_never_reading_session_resubscribing_to_long_text_users_is_bounded_in_
     const MAX_GROWTH: u64 = 48 * 1024 * 1024;
     let node = NodeProcess::start(&[
         "--session-ttl-ms",
-        "4000",
+        "8000",
         "--heartbeat-interval-ms",
         "1000",
         // The attacker re-subscribes as fast as it can send: the bound under test is the
