@@ -31,6 +31,7 @@ pub const DEFAULT_STATUS_RATE_BURST: u32 = 40;
 pub const DEFAULT_SUBSCRIBE_RATE_PER_S: u32 = 20;
 pub const DEFAULT_SUBSCRIBE_RATE_BURST: u32 = 40;
 pub const DEFAULT_MAX_UNREAD_FRAMES: usize = 256;
+pub const DEFAULT_MAX_UNREAD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
@@ -232,6 +233,12 @@ pub struct Config {
     /// RESOURCE_EXHAUSTED. Updates do not count: they coalesce per user.
     #[arg(long, env = "PRESENCE_MAX_UNREAD_FRAMES", default_value_t = DEFAULT_MAX_UNREAD_FRAMES)]
     pub max_unread_frames: usize,
+
+    /// Bytes of replies a session may leave unread (past it for the session TTL: ended with
+    /// RESOURCE_EXHAUSTED, like PRESENCE_MAX_UNREAD_FRAMES). A view shared by several unread
+    /// snapshots (a repeated subscribe) counts once.
+    #[arg(long, env = "PRESENCE_MAX_UNREAD_BYTES", default_value_t = DEFAULT_MAX_UNREAD_BYTES)]
+    pub max_unread_bytes: usize,
 
     /// HTTP/2 streams per connection (sessions multiplexed on one connection).
     #[arg(long, env = "PRESENCE_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_MAX_CONCURRENT_STREAMS)]
@@ -470,6 +477,13 @@ impl Config {
             if value == 0 {
                 return Err(bad(setting, "must be at least 1"));
             }
+        }
+        // Unread replies in bytes: room for at least one reply of the largest kind.
+        if self.max_unread_bytes < 4096 {
+            return Err(bad(
+                "PRESENCE_MAX_UNREAD_BYTES",
+                format!("{} must be at least 4096", self.max_unread_bytes),
+            ));
         }
         if self.session_ttl_ms <= self.heartbeat_interval_ms {
             return Err(bad(

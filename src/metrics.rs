@@ -25,6 +25,9 @@ pub const RATE_LIMITED: &str = "presence_rate_limited_total";
 pub const UPDATES_DELIVERED: &str = "presence_updates_delivered_total";
 /// Pending updates replaced by a newer one before sending (counter).
 pub const UPDATES_COALESCED: &str = "presence_updates_coalesced_total";
+/// Changed records replaced by a newer one of the same user before the registry fanned them
+/// out (`registry::FanoutInput`) (counter).
+pub const FANOUT_COALESCED: &str = "presence_fanout_coalesced_total";
 /// Updates not sent, by `reason`: `stale` (older than what the watcher has), `unchanged`
 /// (nothing the watcher can see changed) (counter).
 pub const UPDATES_DROPPED: &str = "presence_updates_dropped_total";
@@ -114,6 +117,10 @@ fn describe() {
     );
     describe_counter!(UPDATES_DELIVERED, "Presence entries sent to watchers");
     describe_counter!(UPDATES_COALESCED, "Pending updates replaced by a newer one");
+    describe_counter!(
+        FANOUT_COALESCED,
+        "Changed records replaced by a newer one before fan-out"
+    );
     describe_counter!(
         UPDATES_DROPPED,
         "Updates not sent (stale, or nothing visible changed)"

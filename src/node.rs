@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::peers::{ControlCommand, Peers};
 use crate::presence::storm::StormGuard;
 use crate::presence::{Limits, UserRecord};
-use crate::registry::{RegistryMsg, SessionKey};
+use crate::registry::{FanoutInput, RegistryMsg, SessionKey};
 use crate::session::table::SessionTable;
 use crate::store::{Op, Store, StoreError};
 
@@ -31,6 +31,8 @@ pub struct Node {
     pub storm: std::sync::Mutex<StormGuard>,
     /// Who may see whom (PRESENCE_WATCH_POLICY).
     pub policy: crate::policy::Policy,
+    /// Changed records waiting for the registry, coalesced per user (`publish`).
+    pub fanout: Arc<FanoutInput>,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -54,7 +56,11 @@ impl Node {
             registry,
             peers,
         } = parts;
+        let fanout = Arc::new(FanoutInput::default());
+        // Cast before anything can publish: the registry reads its input from then on.
+        let _ = registry.cast(RegistryMsg::Attach(fanout.clone()));
         Self {
+            fanout,
             policy: crate::policy::Policy::from_config(&config),
             limits: config.limits(),
             storm: std::sync::Mutex::new(StormGuard::new(config.storm_rule())),
@@ -165,11 +171,13 @@ impl Node {
         Ok(())
     }
 
-    /// Hands changed records to the registry for fan-out.
+    /// Hands changed records to the registry for fan-out, coalesced per user: one hot user
+    /// holds one pending record and the registry's mailbox at most one `Drain`, however
+    /// fast it changes (watchers need the latest view, not every intermediate one).
     pub fn publish(&self, records: Vec<UserRecord>) {
-        if !records.is_empty() {
+        if !records.is_empty() && self.fanout.offer(records) {
             // Fails only when the registry is gone, i.e. the node is stopping.
-            let _ = self.registry.cast(RegistryMsg::Publish(records));
+            let _ = self.registry.cast(RegistryMsg::Drain);
         }
     }
 }

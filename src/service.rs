@@ -61,7 +61,11 @@ impl PresenceService for PresenceApi {
                 return Err(errors::node_at_capacity(max));
             }
         }
-        let outbox = Outbox::new(identity.user_id.clone(), self.node.config.max_unread_frames);
+        let outbox = Outbox::bounded(
+            identity.user_id.clone(),
+            self.node.config.max_unread_frames,
+            self.node.config.max_unread_bytes,
+        );
         let (key, session_id) = self.node.next_session();
         let args = SessionArgs {
             node: self.node.clone(),

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+mod input;
 mod interest;
+pub use input::FanoutInput;
 pub use interest::Interest;
 
 use crate::presence::UserRecord;
@@ -35,6 +37,10 @@ pub enum RegistryMsg {
     },
     /// Changed records to fan out.
     Publish(Vec<UserRecord>),
+    /// The node's coalesced input (`Node::publish`); sent once when the node is made.
+    Attach(Arc<FanoutInput>),
+    /// Fan out what is pending in the attached input (at most one in the mailbox).
+    Drain,
     /// Number of (user, watching session) pairs; for tests and stats.
     Count(RpcReplyPort<(usize, usize)>),
     /// Adds a backend's change stream (`WatchChanges`); replies once registered.
@@ -64,6 +70,8 @@ pub struct RegistryState {
     interest: Option<Arc<Interest>>,
     /// Backends' change streams.
     change_watchers: Vec<ChangeWatcher>,
+    /// Where `Node::publish` leaves changed records, coalesced per user.
+    input: Option<Arc<FanoutInput>>,
 }
 
 impl RegistryState {
@@ -114,6 +122,53 @@ impl RegistryState {
             }
         }
         self.change_watchers.push(watcher);
+        self.streams_changed();
+    }
+
+    /// Tells the input whether replaced records must be kept for change streams.
+    fn streams_changed(&self) {
+        if let Some(input) = &self.input {
+            input.set_streams(!self.change_watchers.is_empty());
+        }
+    }
+
+    /// Fans out one batch of the input; returns whether more is pending.
+    fn drain(&mut self) -> bool {
+        let Some(input) = self.input.clone() else {
+            return false;
+        };
+        let (batch, more) = input.take_batch();
+        let mut latest = Vec::with_capacity(batch.len());
+        for pending in batch {
+            if pending.trail_overflowed {
+                self.overflow_change_watchers_of(&pending.latest.user_id);
+            }
+            if !self.change_watchers.is_empty() {
+                for older in &pending.trail {
+                    self.publish_to_change_watchers(older, &older.public_view());
+                }
+            }
+            latest.push(pending.latest);
+        }
+        self.publish(latest);
+        more
+    }
+
+    /// Ends the change streams wanting `user` (they missed changes of it).
+    fn overflow_change_watchers_of(&mut self, user: &str) {
+        let ended: Vec<u64> = self
+            .change_watchers
+            .iter()
+            .filter(|w| w.users.as_ref().is_none_or(|u| u.contains(user)))
+            .map(|w| {
+                w.overflowed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                w.id
+            })
+            .collect();
+        for id in ended {
+            self.unwatch_changes(id);
+        }
     }
 
     fn unwatch_changes(&mut self, id: u64) {
@@ -121,6 +176,7 @@ impl RegistryState {
             return;
         };
         let watcher = self.change_watchers.swap_remove(pos);
+        self.streams_changed();
         match &watcher.users {
             Some(users) => users.iter().for_each(|u| self.drop_interest_if_unused(u)),
             None => {
@@ -207,7 +263,7 @@ impl Actor for Registry {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -224,6 +280,16 @@ impl Actor for Registry {
             }
             RegistryMsg::Unwatch { session, user_ids } => state.unwatch(session, &user_ids),
             RegistryMsg::Publish(records) => state.publish(records),
+            RegistryMsg::Attach(input) => {
+                state.input = Some(input);
+                state.streams_changed();
+            }
+            RegistryMsg::Drain => {
+                if state.drain() {
+                    // More pending: after what else is in the mailbox (watch registrations).
+                    let _ = myself.cast(RegistryMsg::Drain);
+                }
+            }
             RegistryMsg::Count(reply) => {
                 let _ = reply.send(state.count());
             }

@@ -3,22 +3,29 @@
 //! It is the response stream itself (no writer task, no channel): the transport pulls a
 //! frame when HTTP/2 flow control lets it, so a slow reader leaves updates here, where they
 //! are coalesced to the latest per user. Memory is bounded by the watch list (one pending
-//! entry per watched user) plus `max_control_frames` replies. A session whose replies are
-//! not read waits (and so stops reading the device's frames: backpressure) for up to a
-//! timeout, then ends with RESOURCE_EXHAUSTED.
+//! entry per watched user) plus `max_control_frames` replies weighing at most
+//! `max_unread_bytes` (plus the one reply that crossed it). A session whose replies are not
+//! read waits (and so stops reading the device's frames: backpressure) for up to a timeout,
+//! then ends with RESOURCE_EXHAUSTED.
+//!
+//! Snapshots are coalesced: a user's view in a snapshot still unread is shared (not copied)
+//! by a later snapshot carrying the same view, so re-subscribing to watched users while the
+//! first answer is unread costs a pointer per user, not a second copy of every record. What
+//! the device receives is the same, frame for frame.
 //!
 //! It also holds the watch list, because what may be sent depends on it: a watcher gets an
 //! update only when its view of a user changed, its versions per user strictly increase,
 //! and nothing reaches it for a user before that user's `Snapshot`.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
+use prost::Message as _;
 
 use super::watch_list::WatchList;
 
@@ -29,6 +36,13 @@ const MAX_UPDATE_BATCH: usize = 256;
 
 /// Room kept above the reply bound for frames the node sends on its own (`Reconnect`).
 const UNSOLICITED_SLACK: usize = 8;
+
+/// Room kept above the byte bound for frames pushed without waiting for room (heartbeat
+/// acks, `Reconnect`, revocations).
+const UNSOLICITED_SLACK_BYTES: usize = 64 * 1024;
+
+/// What one queued reply costs beyond its contents (queue slot, frame struct).
+const REPLY_OVERHEAD: usize = std::mem::size_of::<Reply>() + std::mem::size_of::<ServerFrame>();
 
 /// Both views of one user's record at one version, computed once per fan-out and shared by
 /// every local watcher.
@@ -94,10 +108,35 @@ struct Watch {
     awaiting_snapshot: bool,
 }
 
+/// A reply waiting to be sent.
+#[derive(Debug)]
+enum Reply {
+    Frame(ServerFrame),
+    /// A snapshot whose views may be shared with later unread snapshots (`Inner::shared`).
+    Snapshot {
+        reference: u64,
+        presences: Vec<Arc<Presence>>,
+        denied_user_ids: Vec<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Queued {
+    reply: Reply,
+    /// What it counts toward `Inner::unread_bytes`.
+    cost: usize,
+}
+
 #[derive(Debug)]
 struct Inner {
     /// Replies (welcome, snapshots, acks, errors, heartbeat acks, reconnect), in order.
-    control: VecDeque<ServerFrame>,
+    control: VecDeque<Queued>,
+    /// What the replies in `control` weigh (encoded size plus bookkeeping; a view shared
+    /// between snapshots counts once).
+    unread_bytes: usize,
+    /// user id -> its view in the latest unread snapshot carrying it, for later snapshots to
+    /// share; an entry goes when the last snapshot holding it is sent.
+    shared: HashMap<String, Arc<Presence>>,
     watches: WatchList<Watch>,
     /// Users with a pending update, in arrival order (may hold ids whose update was dropped).
     queue: VecDeque<String>,
@@ -113,6 +152,7 @@ pub struct Outbox {
     /// The session's own user: its own record is seen with the owner view.
     owner: String,
     max_control_frames: usize,
+    max_unread_bytes: usize,
     inner: Mutex<Inner>,
     /// Signalled when the transport took a reply, for `reserve`.
     space: tokio::sync::Notify,
@@ -120,11 +160,24 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(owner: impl Into<String>, max_control_frames: usize) -> Arc<Self> {
+        Self::bounded(owner, max_control_frames, usize::MAX / 2)
+    }
+
+    /// An outbox whose unread replies are bounded in frames and in bytes
+    /// (`PRESENCE_MAX_UNREAD_FRAMES`, `PRESENCE_MAX_UNREAD_BYTES`).
+    pub fn bounded(
+        owner: impl Into<String>,
+        max_control_frames: usize,
+        max_unread_bytes: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             owner: owner.into(),
             max_control_frames,
+            max_unread_bytes,
             inner: Mutex::new(Inner {
                 control: VecDeque::new(),
+                unread_bytes: 0,
+                shared: HashMap::new(),
                 watches: WatchList::default(),
                 queue: VecDeque::new(),
                 ending: None,
@@ -148,10 +201,17 @@ impl Outbox {
                 if inner.ending.is_some() {
                     return Err(Overflow::Closed);
                 }
-                if inner.control.len() < self.max_control_frames {
+                let frames_full = inner.control.len() >= self.max_control_frames;
+                if !frames_full && inner.unread_bytes < self.max_unread_bytes {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= deadline {
+                    let reason = if frames_full {
+                        "unread_frames"
+                    } else {
+                        "unread_bytes"
+                    };
+                    metrics::counter!(crate::metrics::REFUSED, "reason" => reason).increment(1);
                     inner.ending = Some(Err(crate::errors::session::slow_consumer()));
                     wake(&mut inner);
                     return Err(Overflow::SlowConsumer);
@@ -170,26 +230,41 @@ impl Outbox {
     /// Queues a reply frame.
     pub fn push(&self, frame: server_frame::Kind) -> Result<(), Overflow> {
         let mut inner = self.lock();
-        Self::push_locked(&mut inner, self.max_control_frames, frame)
+        let frame = ServerFrame { kind: Some(frame) };
+        let cost = REPLY_OVERHEAD + frame.encoded_len();
+        self.push_locked(&mut inner, Reply::Frame(frame), cost)
     }
 
-    fn push_locked(
-        inner: &mut Inner,
-        max_control_frames: usize,
-        frame: server_frame::Kind,
-    ) -> Result<(), Overflow> {
+    fn push_locked(&self, inner: &mut Inner, reply: Reply, cost: usize) -> Result<(), Overflow> {
         if inner.ending.is_some() {
             return Err(Overflow::Closed);
         }
-        if inner.control.len() >= max_control_frames + UNSOLICITED_SLACK {
+        let frames_over = inner.control.len() >= self.max_control_frames + UNSOLICITED_SLACK;
+        let bytes_over = inner.unread_bytes
+            >= self
+                .max_unread_bytes
+                .saturating_add(UNSOLICITED_SLACK_BYTES);
+        if frames_over || bytes_over {
+            let reason = if frames_over {
+                "unread_frames"
+            } else {
+                "unread_bytes"
+            };
+            metrics::counter!(crate::metrics::REFUSED, "reason" => reason).increment(1);
             inner.ending = Some(Err(crate::errors::session::slow_consumer()));
             wake(inner);
             return Err(Overflow::SlowConsumer);
         }
         metrics::histogram!(crate::metrics::OUTBOX_DEPTH).record(inner.control.len() as f64);
-        inner.control.push_back(ServerFrame { kind: Some(frame) });
+        inner.unread_bytes += cost;
+        inner.control.push_back(Queued { reply, cost });
         wake(inner);
         Ok(())
+    }
+
+    /// What the unread replies weigh (see `Inner::unread_bytes`).
+    pub fn unread_bytes(&self) -> usize {
+        self.lock().unread_bytes
     }
 
     /// Ends the stream after the frames already queued (first call wins).
@@ -300,14 +375,38 @@ impl Outbox {
                 }
             }
         }
-        Self::push_locked(
+        // Coalesced with the snapshots still unread: a view equal to one they carry is
+        // shared, and counts only its pointer.
+        let mut cost = REPLY_OVERHEAD
+            + denied_user_ids
+                .iter()
+                .map(|id| id.len() + std::mem::size_of::<String>())
+                .sum::<usize>();
+        let presences = views
+            .into_iter()
+            .map(|view| {
+                cost += std::mem::size_of::<Arc<Presence>>();
+                match inner.shared.get(&view.user_id) {
+                    Some(shared) if **shared == view => shared.clone(),
+                    _ => {
+                        cost += std::mem::size_of::<Presence>()
+                            + view.encoded_len()
+                            + view.user_id.len();
+                        let view = Arc::new(view);
+                        inner.shared.insert(view.user_id.clone(), view.clone());
+                        view
+                    }
+                }
+            })
+            .collect();
+        self.push_locked(
             inner,
-            self.max_control_frames,
-            server_frame::Kind::Snapshot(Snapshot {
-                r#ref: reference,
-                presences: views,
+            Reply::Snapshot {
+                reference,
+                presences,
                 denied_user_ids,
-            }),
+            },
+            cost,
         )
     }
 
@@ -340,14 +439,14 @@ impl Outbox {
             return Ok(removed);
         }
         inner.watches.remove(&removed);
-        Self::push_locked(
-            inner,
-            self.max_control_frames,
-            server_frame::Kind::Update(PresenceUpdate {
+        let frame = ServerFrame {
+            kind: Some(server_frame::Kind::Update(PresenceUpdate {
                 presences,
                 denied_user_ids,
-            }),
-        )?;
+            })),
+        };
+        let cost = REPLY_OVERHEAD + frame.encoded_len();
+        self.push_locked(inner, Reply::Frame(frame), cost)?;
         Ok(removed)
     }
 
@@ -400,8 +499,29 @@ impl Outbox {
     fn poll_frame(&self, cx: &mut Context<'_>) -> Poll<Option<Result<ServerFrame, tonic::Status>>> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if let Some(frame) = inner.control.pop_front() {
+        if let Some(Queued { reply, cost }) = inner.control.pop_front() {
+            inner.unread_bytes -= cost;
             release_if_empty(&mut inner.control);
+            let frame = match reply {
+                Reply::Frame(frame) => frame,
+                Reply::Snapshot {
+                    reference,
+                    presences,
+                    denied_user_ids,
+                } => ServerFrame {
+                    kind: Some(server_frame::Kind::Snapshot(Snapshot {
+                        r#ref: reference,
+                        presences: presences
+                            .into_iter()
+                            .map(|view| unshare(&mut inner.shared, view))
+                            .collect(),
+                        denied_user_ids,
+                    })),
+                },
+            };
+            if inner.shared.is_empty() && inner.shared.capacity() > 0 {
+                inner.shared = HashMap::new();
+            }
             self.space.notify_waiters();
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -449,6 +569,20 @@ impl Outbox {
             }
         }
     }
+}
+
+/// The view to send from a snapshot being sent; forgets it as shareable when no later
+/// unread snapshot holds it.
+fn unshare(shared: &mut HashMap<String, Arc<Presence>>, view: Arc<Presence>) -> Presence {
+    // Two holders: this snapshot and the map, so no unread snapshot needs it any more.
+    if Arc::strong_count(&view) == 2
+        && shared
+            .get(&view.user_id)
+            .is_some_and(|s| Arc::ptr_eq(s, &view))
+    {
+        shared.remove(&view.user_id);
+    }
+    Arc::try_unwrap(view).unwrap_or_else(|view| (*view).clone())
 }
 
 /// Puts a watched user with a pending update in the send queue (once); returns whether it
@@ -763,6 +897,78 @@ mod tests {
         // Nobody reads any more: after the patience the session is a slow consumer.
         assert_eq!(outbox.reserve(patience).await, Err(Overflow::SlowConsumer));
         assert!(outbox.is_closed());
+    }
+
+    #[test]
+    fn a_repeated_snapshot_shares_the_unread_one_s_views() {
+        let outbox = Outbox::new("me", 64);
+        let ids: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+        let long = "x".repeat(256);
+        let views = || {
+            ids.iter()
+                .map(|id| presence(id, Status::Busy, &long, 7))
+                .collect::<Vec<_>>()
+        };
+        outbox.begin_watch(&ids);
+        outbox.complete_snapshot(1, views(), Vec::new()).unwrap();
+        let first = outbox.unread_bytes();
+        assert!(first > 1000 * 256, "{first}");
+        // Subscribing again while the first is unread: the same views, shared.
+        for reference in 2..=5 {
+            outbox.begin_watch(&ids);
+            outbox
+                .complete_snapshot(reference, views(), Vec::new())
+                .unwrap();
+        }
+        let repeated = (outbox.unread_bytes() - first) / 4;
+        assert!(repeated < first / 20, "{repeated} per repeat vs {first}");
+        // A changed view is not shared.
+        outbox.begin_watch(&ids[..1]);
+        outbox
+            .complete_snapshot(6, vec![presence("u0", Status::Away, &long, 8)], Vec::new())
+            .unwrap();
+        // What the device receives is the same as unshared, frame for frame.
+        let frames = drain(&outbox);
+        assert_eq!(frames.len(), 6);
+        for frame in &frames[..5] {
+            let Some(server_frame::Kind::Snapshot(s)) = &frame.kind else {
+                panic!("{frame:?}");
+            };
+            assert_eq!(s.presences, views());
+        }
+        assert_eq!(snapshots(&frames[5..])[0].status, Status::Away as i32);
+        assert_eq!(outbox.unread_bytes(), 0);
+        assert!(outbox.lock().shared.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unread_bytes_past_the_bound_for_the_patience_end_the_stream() {
+        let outbox = Outbox::bounded("me", 1_000, 4096);
+        let patience = std::time::Duration::from_secs(30);
+        let mut r = 0;
+        // Frames are far under the frame bound; bytes reach the byte bound.
+        while outbox.unread_bytes() < 4096 {
+            outbox.reserve(patience).await.unwrap();
+            outbox
+                .push(server_frame::Kind::Error(crate::proto::Error {
+                    r#ref: r,
+                    code: 0,
+                    message: "m".repeat(200),
+                }))
+                .unwrap();
+            r += 1;
+        }
+        assert!(r < 100);
+        assert_eq!(outbox.reserve(patience).await, Err(Overflow::SlowConsumer));
+        let mut stream = OutboxStream::new(outbox.clone());
+        let mut last = None;
+        while let Some(Some(item)) = stream.next().now_or_never() {
+            last = Some(item);
+        }
+        assert_eq!(
+            last.unwrap().unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
     }
 
     #[test]
