@@ -31,6 +31,8 @@ pub struct Node {
     pub storm: std::sync::Mutex<StormGuard>,
     /// Who may see whom (PRESENCE_WATCH_POLICY).
     pub policy: crate::policy::Policy,
+    /// Session opens and changes per user, `GetPresence` calls per identity.
+    pub rates: crate::limiter::UserRates,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -57,6 +59,7 @@ impl Node {
         Self {
             policy: crate::policy::Policy::from_config(&config),
             limits: config.limits(),
+            rates: crate::limiter::UserRates::new(&config),
             storm: std::sync::Mutex::new(StormGuard::new(config.storm_rule())),
             config,
             node_id,
