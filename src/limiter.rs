@@ -21,7 +21,8 @@ use crate::config::Config;
 type Instant = <MonotonicClock as Clock>::Instant;
 
 /// A keyed limiter on the std monotonic clock (see `session::actor` on why not quanta).
-type Keyed = RateLimiter<String, HashMapStateStore<String>, MonotonicClock, NoOpMiddleware<Instant>>;
+type Keyed =
+    RateLimiter<String, HashMapStateStore<String>, MonotonicClock, NoOpMiddleware<Instant>>;
 
 /// One bucket (a session's frames).
 pub type Direct = RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<Instant>>;
@@ -74,9 +75,13 @@ fn check(limiter: &Keyed, key: &str) -> Result<(), Duration> {
 
 impl UserRates {
     pub fn new(config: &Config) -> Self {
-        let keyed = |per_s, burst| RateLimiter::hashmap_with_clock(quota(per_s, burst), MonotonicClock);
+        let keyed =
+            |per_s, burst| RateLimiter::hashmap_with_clock(quota(per_s, burst), MonotonicClock);
         Self {
-            opens: keyed(config.session_open_rate_per_s, config.session_open_rate_burst),
+            opens: keyed(
+                config.session_open_rate_per_s,
+                config.session_open_rate_burst,
+            ),
             changes: keyed(config.user_change_rate_per_s, config.user_change_rate_burst),
             gets: keyed(config.get_rate_per_s, config.get_rate_burst),
             upkeeps: AtomicU64::new(0),

@@ -136,7 +136,11 @@ async fn well_behaved(node: &NodeProcess, user: &str, changes: usize) -> Vec<Dur
     next_update_of(&mut watcher, user).await;
     let mut latencies = Vec::with_capacity(changes);
     for i in 0..changes {
-        let status = if i % 2 == 0 { Status::Away } else { Status::Busy };
+        let status = if i % 2 == 0 {
+            Status::Away
+        } else {
+            Status::Busy
+        };
         let text = format!("change {i}");
         let sent = Instant::now();
         let r = good.0.set_status(status, text.clone()).await.unwrap();
@@ -197,10 +201,13 @@ async fn lingering_sessions_of_one_user_are_capped() {
         let channel = node.channel().await;
         async move {
             for i in 0..300 {
-                let (session, _) =
-                    Session::open(channel.clone(), &user_creds("mallory"), hello(&format!("d{i}")))
-                        .await
-                        .expect("mallory's session opens");
+                let (session, _) = Session::open(
+                    channel.clone(),
+                    &user_creds("mallory"),
+                    hello(&format!("d{i}")),
+                )
+                .await
+                .expect("mallory's session opens");
                 // Dropped without close: the stream is reset, an abrupt end that lingers.
                 drop(session);
             }
@@ -251,7 +258,11 @@ async fn session_opens_per_user_are_rate_limited() {
     for i in 0..60 {
         let result = tokio::time::timeout(
             patience(),
-            Session::open(channel.clone(), &user_creds("mallory"), hello(&format!("d{i}"))),
+            Session::open(
+                channel.clone(),
+                &user_creds("mallory"),
+                hello(&format!("d{i}")),
+            ),
         )
         .await
         .expect("an answer within the patience");
@@ -298,7 +309,11 @@ async fn a_users_changes_from_4_sessions_are_limited_together() {
             let started = Instant::now();
             let mut refs = Vec::new();
             for i in 0..20 {
-                let status = if i % 2 == 0 { Status::Away } else { Status::Busy };
+                let status = if i % 2 == 0 {
+                    Status::Away
+                } else {
+                    Status::Busy
+                };
                 refs.push(s.set_status(status, format!("s{d} #{i}")).await.unwrap());
             }
             let (mut acked, mut limited) = (0u32, 0u32);
@@ -356,10 +371,14 @@ async fn get_presence_calls_per_identity_are_rate_limited() {
         let channel = node.channel().await;
         async move {
             let started = Instant::now();
+            let creds = user_creds("mallory");
             let (mut ok, mut refused) = (0u32, Vec::new());
             for _ in 0..400 {
-                let call = get_presence(channel.clone(), &user_creds("mallory"), ids(&["alice"]));
-                match tokio::time::timeout(patience(), call).await.expect("an answer") {
+                let call = get_presence(channel.clone(), &creds, ids(&["alice"]));
+                match tokio::time::timeout(patience(), call)
+                    .await
+                    .expect("an answer")
+                {
                     Ok(_) => ok += 1,
                     Err(ClientError::Refused(status)) => refused.push(status),
                     Err(other) => panic!("unexpected failure {other:?}"),
@@ -371,9 +390,10 @@ async fn get_presence_calls_per_identity_are_rate_limited() {
     // Another identity gets answers meanwhile, each within the bound.
     let reader = node.channel().await;
     let mut answered = Vec::new();
+    let creds = user_creds("bob");
     for _ in 0..20 {
         let sent = Instant::now();
-        let call = get_presence(reader.clone(), &user_creds("bob"), ids(&["alice"]));
+        let call = get_presence(reader.clone(), &creds, ids(&["alice"]));
         tokio::time::timeout(GOOD_UPDATE_BOUND, call)
             .await
             .expect("bob's answer within the bound")
@@ -440,7 +460,9 @@ async fn thousand_copies_of_a_fat_record_keep_rss_flat() {
     eventually("fat has 32 devices", || {
         let reader = reader.clone();
         async move {
-            let p = get_presence(reader, &user_creds("bob"), ids(&["fat"])).await.ok()?;
+            let p = get_presence(reader, &user_creds("bob"), ids(&["fat"]))
+                .await
+                .ok()?;
             (p[0].devices.len() == 32).then_some(())
         }
     })
@@ -452,15 +474,18 @@ async fn thousand_copies_of_a_fat_record_keep_rss_flat() {
         let copies = copies.clone();
         let pid = node.proc.pid();
         async move {
+            let creds = user_creds("mallory");
             let mut rss = Vec::new();
             for _ in 0..50 {
-                let call = get_presence(reader.clone(), &user_creds("mallory"), copies.clone());
+                let call = get_presence(reader.clone(), &creds, copies.clone());
                 let answer = tokio::time::timeout(patience(), call)
                     .await
                     .expect("an answer")
                     .expect("answered");
                 assert_eq!(answer.len(), 1000);
-                assert!(answer.iter().all(|p| p.devices.len() == 32 && p.status_text.len() == 256));
+                assert!(answer
+                    .iter()
+                    .all(|p| p.devices.len() == 32 && p.status_text.len() == 256));
                 rss.push(rss_of(pid));
             }
             rss
@@ -484,7 +509,13 @@ async fn thousand_copies_of_a_fat_record_keep_rss_flat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_flood_is_slowed_by_not_reading() {
-    let node = NodeProcess::start(&["--session-ttl-ms", "3000", "--heartbeat-interval-ms", "1000"]).await;
+    let node = NodeProcess::start(&[
+        "--session-ttl-ms",
+        "3000",
+        "--heartbeat-interval-ms",
+        "1000",
+    ])
+    .await;
     let flooder = open(&node, "mallory", "d0").await;
     let (mut tx, mut rx) = flooder.split();
     let probe = Probe::start(&node);
@@ -513,7 +544,10 @@ async fn a_heartbeat_flood_is_slowed_by_not_reading() {
         (sent, tx)
     });
     let good = well_behaved(&node, "alice", 10).await;
-    let (sent, tx) = tokio::time::timeout(patience(), flood).await.expect("flood ends").unwrap();
+    let (sent, tx) = tokio::time::timeout(patience(), flood)
+        .await
+        .expect("flood ends")
+        .unwrap();
     let acked = acks.load(Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     // Burst 200, then 50/s: the node read no more than that; the rest waited in the

@@ -471,8 +471,7 @@ impl SessionState {
         };
         // Visible changes of the user, all its sessions on this node together.
         if self.node.rates.change(&self.user_id).is_err() {
-            metrics::counter!(crate::metrics::REFUSED, "reason" => "user_change_rate")
-                .increment(1);
+            metrics::counter!(crate::metrics::REFUSED, "reason" => "user_change_rate").increment(1);
             return self
                 .refuse(
                     reference,
