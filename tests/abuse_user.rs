@@ -110,6 +110,58 @@ fn p99(samples: &[Duration]) -> Duration {
         .unwrap_or_default()
 }
 
+/// A connection to `node` through a local TCP proxy; aborting the returned task cuts it
+/// (both sockets close at once): the node sees the connection drop, an abrupt end. (Dropping
+/// a `Session` sends END_STREAM and RST_STREAM, and the clean end may arrive first.)
+async fn cuttable(node: &NodeProcess) -> (tonic::transport::Channel, tokio::task::JoinHandle<()>) {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let target = format!("127.0.0.1:{}", node.port);
+    let task = tokio::spawn(async move {
+        let mut pipes = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = proxy.accept().await {
+            let target = target.clone();
+            pipes.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let channel = presence_node::client::connect(&format!("http://{proxy_addr}"))
+        .await
+        .expect("connect through the proxy");
+    (channel, task)
+}
+
+/// Opens a session of `user` on its own connection and cuts that connection.
+async fn open_and_cut(node: &NodeProcess, user: &str, hello: presence_node::proto::Hello) {
+    let (channel, cut) = cuttable(node).await;
+    let session = open_retrying(&channel, user, hello).await;
+    cut.abort();
+    let _ = cut.await;
+    drop(session);
+}
+
+/// Opens a session, retried while the node still counts a reset session of the user as live
+/// (the live cap answers until the node has seen the reset).
+async fn open_retrying(
+    channel: &tonic::transport::Channel,
+    user: &str,
+    hello: presence_node::proto::Hello,
+) -> Session {
+    eventually(&format!("{user} opens"), || {
+        let (channel, hello) = (channel.clone(), hello.clone());
+        async move {
+            Session::open(channel, &user_creds(user), hello)
+                .await
+                .ok()
+                .map(|(s, _)| s)
+        }
+    })
+    .await
+}
+
 async fn open(node: &NodeProcess, user: &str, device: &str) -> Session {
     let channel = node.channel().await;
     Session::open(channel, &user_creds(user), hello(device))
@@ -197,19 +249,12 @@ async fn lingering_sessions_of_one_user_are_capped() {
     let mut watcher = open(&node, "watcher", "web").await;
     subscribe(&mut watcher, &["mallory"]).await;
     let probe = Probe::start(&node);
+    let node = Arc::new(node);
     let attack = tokio::spawn({
-        let channel = node.channel().await;
+        let node = node.clone();
         async move {
             for i in 0..300 {
-                let (session, _) = Session::open(
-                    channel.clone(),
-                    &user_creds("mallory"),
-                    hello(&format!("d{i}")),
-                )
-                .await
-                .expect("mallory's session opens");
-                // Dropped without close: the stream is reset, an abrupt end that lingers.
-                drop(session);
+                open_and_cut(&node, "mallory", hello(&format!("d{i}"))).await;
             }
         }
     });
@@ -439,21 +484,10 @@ async fn thousand_copies_of_a_fat_record_keep_rss_flat() {
     for i in 0..32 {
         let label = format!("{i:02}{}", "x".repeat(62));
         let hello = hello_with(&label, Status::Busy, &text);
-        // Retried while the node still counts a reset session as live (the live cap).
-        let session = eventually("fat opens", || {
-            let (channel, hello) = (channel.clone(), hello.clone());
-            async move {
-                Session::open(channel, &user_creds("fat"), hello)
-                    .await
-                    .ok()
-                    .map(|(s, _)| s)
-            }
-        })
-        .await;
         if i < 16 {
-            drop(session);
+            open_and_cut(&node, "fat", hello).await;
         } else {
-            live.push(session);
+            live.push(open_retrying(&channel, "fat", hello).await);
         }
     }
     let reader = node.channel().await;
