@@ -30,6 +30,15 @@ pub const DEFAULT_STATUS_RATE_PER_S: u32 = 20;
 pub const DEFAULT_STATUS_RATE_BURST: u32 = 40;
 pub const DEFAULT_SUBSCRIBE_RATE_PER_S: u32 = 20;
 pub const DEFAULT_SUBSCRIBE_RATE_BURST: u32 = 40;
+pub const DEFAULT_MAX_LINGERING_PER_USER: usize = 16;
+pub const DEFAULT_SESSION_OPEN_RATE_PER_S: u32 = 2;
+pub const DEFAULT_SESSION_OPEN_RATE_BURST: u32 = 20;
+pub const DEFAULT_USER_CHANGE_RATE_PER_S: u32 = 5;
+pub const DEFAULT_USER_CHANGE_RATE_BURST: u32 = 20;
+pub const DEFAULT_GET_RATE_PER_S: u32 = 50;
+pub const DEFAULT_GET_RATE_BURST: u32 = 100;
+pub const DEFAULT_FRAME_RATE_PER_S: u32 = 50;
+pub const DEFAULT_FRAME_RATE_BURST: u32 = 200;
 pub const DEFAULT_MAX_UNREAD_FRAMES: usize = 256;
 pub const DEFAULT_MAX_UNREAD_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
@@ -228,6 +237,44 @@ pub struct Config {
     /// `subscribe` + `unsubscribe` frames allowed in a burst.
     #[arg(long, env = "PRESENCE_SUBSCRIBE_RATE_BURST", default_value_t = DEFAULT_SUBSCRIBE_RATE_BURST)]
     pub subscribe_rate_burst: u32,
+
+    /// Sessions of one user lingering in their grace at once; past it the oldest lingering
+    /// session stops counting at once.
+    #[arg(long, env = "PRESENCE_MAX_LINGERING_PER_USER", default_value_t = DEFAULT_MAX_LINGERING_PER_USER)]
+    pub max_lingering_per_user: usize,
+
+    /// New sessions per second per user, on this node (sustained).
+    #[arg(long, env = "PRESENCE_SESSION_OPEN_RATE_PER_S", default_value_t = DEFAULT_SESSION_OPEN_RATE_PER_S)]
+    pub session_open_rate_per_s: u32,
+
+    /// New sessions per user allowed in a burst.
+    #[arg(long, env = "PRESENCE_SESSION_OPEN_RATE_BURST", default_value_t = DEFAULT_SESSION_OPEN_RATE_BURST)]
+    pub session_open_rate_burst: u32,
+
+    /// Visible changes per second of one user, all its sessions together (sustained).
+    #[arg(long, env = "PRESENCE_USER_CHANGE_RATE_PER_S", default_value_t = DEFAULT_USER_CHANGE_RATE_PER_S)]
+    pub user_change_rate_per_s: u32,
+
+    /// Visible changes of one user allowed in a burst.
+    #[arg(long, env = "PRESENCE_USER_CHANGE_RATE_BURST", default_value_t = DEFAULT_USER_CHANGE_RATE_BURST)]
+    pub user_change_rate_burst: u32,
+
+    /// `GetPresence` calls per second per identity, on this node (sustained).
+    #[arg(long, env = "PRESENCE_GET_RATE_PER_S", default_value_t = DEFAULT_GET_RATE_PER_S)]
+    pub get_rate_per_s: u32,
+
+    /// `GetPresence` calls per identity allowed in a burst.
+    #[arg(long, env = "PRESENCE_GET_RATE_BURST", default_value_t = DEFAULT_GET_RATE_BURST)]
+    pub get_rate_burst: u32,
+
+    /// Frames of any kind per second per session (sustained); past it the node stops
+    /// reading the stream until it is back under the rate.
+    #[arg(long, env = "PRESENCE_FRAME_RATE_PER_S", default_value_t = DEFAULT_FRAME_RATE_PER_S)]
+    pub frame_rate_per_s: u32,
+
+    /// Frames per session allowed in a burst.
+    #[arg(long, env = "PRESENCE_FRAME_RATE_BURST", default_value_t = DEFAULT_FRAME_RATE_BURST)]
+    pub frame_rate_burst: u32,
 
     /// Replies (acks, snapshots, errors) a session may leave unread before it is ended with
     /// RESOURCE_EXHAUSTED. Updates do not count: they coalesce per user.
@@ -484,6 +531,38 @@ impl Config {
                 "PRESENCE_MAX_UNREAD_BYTES",
                 format!("{} must be at least 4096", self.max_unread_bytes),
             ));
+        }
+        // Per-user and per-request bounds (API.md "What one caller can consume is bounded").
+        let user_bounds: [(&str, u64); 9] = [
+            (
+                "PRESENCE_MAX_LINGERING_PER_USER",
+                self.max_lingering_per_user as u64,
+            ),
+            (
+                "PRESENCE_SESSION_OPEN_RATE_PER_S",
+                self.session_open_rate_per_s as u64,
+            ),
+            (
+                "PRESENCE_SESSION_OPEN_RATE_BURST",
+                self.session_open_rate_burst as u64,
+            ),
+            (
+                "PRESENCE_USER_CHANGE_RATE_PER_S",
+                self.user_change_rate_per_s as u64,
+            ),
+            (
+                "PRESENCE_USER_CHANGE_RATE_BURST",
+                self.user_change_rate_burst as u64,
+            ),
+            ("PRESENCE_GET_RATE_PER_S", self.get_rate_per_s as u64),
+            ("PRESENCE_GET_RATE_BURST", self.get_rate_burst as u64),
+            ("PRESENCE_FRAME_RATE_PER_S", self.frame_rate_per_s as u64),
+            ("PRESENCE_FRAME_RATE_BURST", self.frame_rate_burst as u64),
+        ];
+        for (setting, value) in user_bounds {
+            if value == 0 {
+                return Err(bad(setting, "must be at least 1"));
+            }
         }
         if self.session_ttl_ms <= self.heartbeat_interval_ms {
             return Err(bad(

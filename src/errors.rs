@@ -58,6 +58,26 @@ pub fn node_at_capacity(max: usize) -> Status {
     status
 }
 
+/// Past a rate of one caller (`what`: "session opens", "GetPresence calls"), with gRPC's
+/// standard retry hint: when the caller's bucket has a token again.
+pub fn rate_limited(what: &str, wait: std::time::Duration) -> Status {
+    let mut status = Status::resource_exhausted(format!("too many {what}; retry later"));
+    let retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    if let Ok(value) = retry_ms.to_string().parse() {
+        status
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", value);
+    }
+    status
+}
+
+/// A `GetPresence` whose answer would be larger than the node answers (bytes).
+pub fn answer_too_large(bytes: usize, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the answer would be {bytes} bytes, the limit is {max}"
+    ))
+}
+
 /// No watch decision could be had (authorizer down, slow, erring): fail closed.
 pub fn watch_policy_unavailable(e: impl Display) -> Status {
     Status::unavailable(e.to_string())

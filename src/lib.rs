@@ -21,6 +21,8 @@
 //! - `server`: start, serve, drain on shutdown.
 //! - `transport`: what the transports add under the session protocol (how a request ended).
 //! - `errors`: every gRPC status the node answers with, built in one place.
+//! - `limiter`: token buckets per user, per identity and per session (opens, changes,
+//!   `GetPresence` calls, frames), their memory bounded.
 //! - `peers`: the other nodes of a cluster as the core sees them (stats, control commands).
 //! - `node`: what all of the above share.
 //! - `auth`: identity from call metadata (insecure `x-user-id` or JWT).
@@ -37,6 +39,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod errors;
+pub mod limiter;
 pub mod metrics;
 pub mod node;
 pub mod peers;

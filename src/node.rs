@@ -33,6 +33,8 @@ pub struct Node {
     pub policy: crate::policy::Policy,
     /// Changed records waiting for the registry, coalesced per user (`publish`).
     pub fanout: Arc<FanoutInput>,
+    /// Session opens and changes per user, `GetPresence` calls per identity.
+    pub rates: crate::limiter::UserRates,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -63,6 +65,7 @@ impl Node {
             fanout,
             policy: crate::policy::Policy::from_config(&config),
             limits: config.limits(),
+            rates: crate::limiter::UserRates::new(&config),
             storm: std::sync::Mutex::new(StormGuard::new(config.storm_rule())),
             config,
             node_id,

@@ -28,6 +28,7 @@ pub async fn sweep(node: &Node) {
         // The actor may be ending already; then there is nothing to do.
         let _ = actor.cast(SessionMsg::Expire(expiry));
     }
+    node.rates.upkeep();
     if let Err(e) = node.reap().await {
         warn!(error = %e, "could not reap lingering sessions");
     }

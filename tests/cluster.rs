@@ -81,6 +81,14 @@ async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis
         "100000",
         "--status-rate-burst",
         "100000",
+        "--user-change-rate-per-s",
+        "100000",
+        "--user-change-rate-burst",
+        "100000",
+        "--frame-rate-per-s",
+        "100000",
+        "--frame-rate-burst",
+        "100000",
     ];
     let a = redis.node("t2", "node-a", &args).await;
     let b = redis.node("t2", "node-b", &args).await;
@@ -138,6 +146,14 @@ async fn one_user_on_two_nodes_aggregates_under_concurrent_changes(redis: &Share
         "--status-rate-per-s",
         "100000",
         "--status-rate-burst",
+        "100000",
+        "--user-change-rate-per-s",
+        "100000",
+        "--user-change-rate-burst",
+        "100000",
+        "--frame-rate-per-s",
+        "100000",
+        "--frame-rate-burst",
         "100000",
     ];
     let a = redis.node("t3", "node-a", &args).await;
@@ -197,6 +213,9 @@ async fn heartbeats_cost_no_redis_commands_and_a_status_change_two_round_trips()
         "600000",
         "--resync-interval-ms",
         "600000",
+        // 20 changes in a row: more than one user's change burst.
+        "--user-change-rate-burst",
+        "100",
     ];
     let a = TestNode::start_cluster(&redis, "t4", "node-a", &args).await;
     let (mut alice, _) = a.session("alice", "ios").await;

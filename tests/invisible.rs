@@ -417,6 +417,7 @@ async fn a_store_keeps_the_public_view(store: &dyn Store) -> u64 {
             user_id: "alice".into(),
             session_id: "s2".into(),
             linger_until_ms: None,
+            max_lingering: 16,
         },
     ]
     .into_iter()

@@ -202,6 +202,14 @@ async fn versions_strictly_increase_and_snapshot_has_no_gap_under_concurrent_cha
         "100000",
         "--status-rate-burst",
         "100000",
+        "--user-change-rate-per-s",
+        "100000",
+        "--user-change-rate-burst",
+        "100000",
+        "--frame-rate-per-s",
+        "100000",
+        "--frame-rate-burst",
+        "100000",
     ])
     .await;
     let (alice, _) = node.session("alice", "ios").await;

@@ -200,6 +200,14 @@ async fn sigterm_exits_within_the_grace_despite_a_client_that_stopped_reading() 
         "100000",
         "--status-rate-burst",
         "100000",
+        "--user-change-rate-per-s",
+        "100000",
+        "--user-change-rate-burst",
+        "100000",
+        "--frame-rate-per-s",
+        "100000",
+        "--frame-rate-burst",
+        "100000",
     ])
     .await;
     let (mut carol, _) = Session::open(node.channel().await, &user_creds("carol"), hello("web"))

@@ -11,7 +11,9 @@ use presence_node::proto::{server_frame, Status};
 #[tokio::test]
 async fn cross_node_presence_and_a_slot_migration_with_watchers_connected() {
     let cluster = RedisCluster::start();
-    let a = TestNode::start_on_redis_cluster(&cluster, "c1", "node-a", &[]).await;
+    // 20 changes in a row: more than one user's change burst.
+    let burst = ["--user-change-rate-burst", "100"];
+    let a = TestNode::start_on_redis_cluster(&cluster, "c1", "node-a", &burst).await;
     let b = TestNode::start_on_redis_cluster(&cluster, "c1", "node-b", &[]).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     subscribe(&mut watcher, &["alice", "bob", "carol"]).await;

@@ -39,6 +39,7 @@ fn end(user: &str, id: &str, linger_until_ms: Option<u64>) -> Op {
         user_id: user.into(),
         session_id: id.into(),
         linger_until_ms,
+        max_lingering: 16,
     }
 }
 

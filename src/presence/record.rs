@@ -261,6 +261,20 @@ impl UserRecord {
         linger_until_ms: Option<u64>,
         now_ms: u64,
     ) -> bool {
+        self.end_session_capped(session_id, linger_until_ms, usize::MAX, now_ms)
+    }
+
+    /// `end_session` with at most `max_lingering` sessions lingering afterwards: past it,
+    /// the oldest lingering ones (earliest grace deadline, then earliest connected) stop
+    /// counting at once, in the same change. So a loop of opens and resets holds the
+    /// record's sessions (and every watcher's `devices`) to the live cap plus this.
+    pub fn end_session_capped(
+        &mut self,
+        session_id: &str,
+        linger_until_ms: Option<u64>,
+        max_lingering: usize,
+        now_ms: u64,
+    ) -> bool {
         let Some(pos) = self
             .sessions
             .iter()
@@ -270,13 +284,36 @@ impl UserRecord {
         };
         let before = self.public_facts();
         match linger_until_ms {
-            Some(until) => self.sessions[pos].linger_until_ms = Some(until),
+            Some(until) => {
+                self.sessions[pos].linger_until_ms = Some(until);
+                self.cap_lingering(max_lingering);
+            }
             None => {
                 self.sessions.swap_remove(pos);
             }
         }
         self.commit(before, now_ms);
         true
+    }
+
+    /// Drops the oldest lingering sessions until at most `max` linger.
+    fn cap_lingering(&mut self, max: usize) {
+        let lingering = self.sessions.len() - self.live_sessions();
+        if lingering <= max {
+            return;
+        }
+        let mut oldest: Vec<(u64, u64, String)> = self
+            .sessions
+            .iter()
+            .filter_map(|s| {
+                let until = s.linger_until_ms?;
+                Some((until, s.connected_at_ms, s.session_id.clone()))
+            })
+            .collect();
+        oldest.sort_unstable();
+        oldest.truncate(lingering - max);
+        self.sessions
+            .retain(|s| s.is_live() || !oldest.iter().any(|(_, _, id)| *id == s.session_id));
     }
 
     /// Removes lingering sessions whose grace has passed. Returns whether anything changed.
@@ -678,6 +715,37 @@ mod tests {
         assert_eq!(rec.view(false).devices, vec!["ios", "web"]);
         rec.expire_lingering(T0 + 3000);
         assert_eq!(rec.view(false).devices, vec!["web"]);
+    }
+
+    #[test]
+    fn past_the_lingering_cap_the_oldest_lingering_session_stops_counting() {
+        let mut rec = UserRecord::new("alice");
+        online(&mut rec, "live", "desk", T0);
+        for i in 0..10u64 {
+            let (id, device) = (format!("s{i}"), format!("d{i}"));
+            online(&mut rec, &id, &device, T0 + i);
+            assert!(rec.end_session_capped(&id, Some(T0 + 3000 + i), 3, T0 + i));
+            let lingering = rec.sessions.len() - rec.live_sessions();
+            assert!(lingering <= 3, "{lingering} lingering");
+        }
+        // The three most recent ends linger; the live session is never touched.
+        assert_eq!(rec.view(false).devices, vec!["d7", "d8", "d9", "desk"]);
+        assert_eq!(rec.live_sessions(), 1);
+    }
+
+    #[test]
+    fn the_lingering_cap_leaves_live_sessions_and_clean_ends_alone() {
+        let mut rec = UserRecord::new("alice");
+        for i in 0..4 {
+            online(&mut rec, &format!("s{i}"), &format!("d{i}"), T0);
+        }
+        rec.end_session_capped("s0", Some(T0 + 100), 1, T0);
+        rec.end_session_capped("s1", Some(T0 + 200), 1, T0);
+        assert_eq!(rec.view(false).devices, vec!["d1", "d2", "d3"]);
+        rec.end_session_capped("s2", None, 1, T0);
+        assert_eq!(rec.view(false).devices, vec!["d1", "d3"]);
+        // The dropped one's deadline passing later changes nothing.
+        assert!(!rec.expire_lingering(T0 + 150));
     }
 
     #[test]

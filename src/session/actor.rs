@@ -251,6 +251,8 @@ impl Actor for SessionActor {
 }
 
 /// Reads the device's frames and hands each to the actor, waiting for it to be handled.
+/// Past the frame rate it does not read the next frame until the session is back under it:
+/// the stream's HTTP/2 window fills and flow control holds the client back, at no cost here.
 async fn read_frames(
     mut inbound: Streaming<ClientFrame>,
     inbound_end: Option<RequestEnd>,
@@ -259,10 +261,14 @@ async fn read_frames(
     node: Arc<Node>,
 ) {
     let ttl = node.config.session_ttl_ms;
+    let frames = crate::limiter::direct(node.config.frame_rate_per_s, node.config.frame_rate_burst);
     loop {
+        if crate::limiter::wait_for(&frames).await {
+            metrics::counter!(crate::metrics::REFUSED, "reason" => "frame_rate").increment(1);
+        }
         match inbound.message().await {
             Ok(Some(frame)) => {
-                // Any frame counts as liveness.
+                // Any frame counts as liveness, one read late (past the frame rate) too.
                 deadline.store(node.now_ms() + ttl, Ordering::Relaxed);
                 match actor
                     .call(|reply| SessionMsg::Frame(frame, reply), None)
@@ -433,6 +439,8 @@ impl SessionState {
             return Err(End::Refused(errors::store(&e)));
         }
         self.device = Some(hello.device);
+        // A session opening counts toward the user's change rate but is never refused by it.
+        self.node.rates.count_change(&self.user_id);
         metrics::counter!(crate::metrics::SESSIONS_OPENED).increment(1);
         debug!(user = %self.user_id, session = %self.session_id, "session opened");
         let config = &self.node.config;
@@ -461,6 +469,17 @@ impl SessionState {
             Ok(status) => status,
             Err(e) => return self.refuse_limit(reference, e).await,
         };
+        // Visible changes of the user, all its sessions on this node together.
+        if self.node.rates.change(&self.user_id).is_err() {
+            metrics::counter!(crate::metrics::REFUSED, "reason" => "user_change_rate").increment(1);
+            return self
+                .refuse(
+                    reference,
+                    ErrorCode::RateLimited,
+                    "too many changes of this user",
+                )
+                .await;
+        }
         let op = Op::SetStatus {
             user_id: self.user_id.clone(),
             status,
@@ -665,6 +684,10 @@ impl SessionState {
             Linger::No
         };
         let counted = self.device.is_some();
+        if counted {
+            // Counts toward the user's change rate; never refused.
+            self.node.rates.count_change(&self.user_id);
+        }
         metrics::counter!(crate::metrics::SESSIONS_CLOSED, "reason" => end.label()).increment(1);
         debug!(user = %self.user_id, session = %self.session_id, end = ?end, "session ended");
         close_session(

@@ -114,6 +114,7 @@ pub async fn close_session(
             user_id: slot.user_id.clone(),
             session_id: slot.session_id.clone(),
             linger_until_ms,
+            max_lingering: node.config.max_lingering_per_user,
         };
         if let Err(e) = node.write(op).await {
             warn!(user = %slot.user_id, session = %slot.session_id, error = %e,
@@ -150,6 +151,7 @@ fn extend_storm_grace(node: &Arc<Node>, sessions: Vec<(String, String)>, until: 
                 user_id,
                 session_id,
                 linger_until_ms: until,
+                max_lingering: node.config.max_lingering_per_user,
             };
             let _ = node.write(op).await;
         }

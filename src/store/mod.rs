@@ -35,11 +35,13 @@ pub enum Op {
         status: Status,
         text: String,
     },
-    /// A session ended: removed at once, or lingering until `linger_until_ms`.
+    /// A session ended: removed at once, or lingering until `linger_until_ms`. Past
+    /// `max_lingering` lingering sessions of the user, the oldest stops counting at once.
     End {
         user_id: String,
         session_id: String,
         linger_until_ms: Option<u64>,
+        max_lingering: usize,
     },
     /// Lingering sessions whose grace has passed go.
     ExpireLingering { user_id: String },
@@ -111,8 +113,21 @@ pub fn apply_to_record(record: &mut UserRecord, op: &Op, now_ms: u64) -> Result<
         Op::End {
             session_id,
             linger_until_ms,
+            max_lingering,
             ..
-        } => record.end_session(session_id, *linger_until_ms, now_ms),
+        } => {
+            let before = record.sessions.len();
+            let changed =
+                record.end_session_capped(session_id, *linger_until_ms, *max_lingering, now_ms);
+            // A lingering end keeps its session; one fewer is what the cap dropped.
+            let kept = usize::from(changed && linger_until_ms.is_some());
+            let dropped = (before + kept).saturating_sub(record.sessions.len() + 1);
+            if dropped > 0 {
+                metrics::counter!(crate::metrics::REFUSED, "reason" => "lingering_per_user")
+                    .increment(dropped as u64);
+            }
+            changed
+        }
         Op::ExpireLingering { .. } => record.expire_lingering(now_ms),
         Op::RemoveNode { node_id, .. } => record.remove_node_sessions(node_id, now_ms),
         Op::SyncNode {

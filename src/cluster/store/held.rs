@@ -271,6 +271,7 @@ mod tests {
             user_id: user.into(),
             session_id: id.into(),
             linger_until_ms,
+            max_lingering: 16,
         }
     }
 
