@@ -7,7 +7,9 @@
 //! - a cap on live connections per listener (`PRESENCE_MAX_CONNECTIONS`): past it a new
 //!   connection is closed at once and counted (`presence_refused_total{reason="max_connections"}`);
 //! - an idle timeout (`PRESENCE_CONNECTION_IDLE_TIMEOUT_MS`): a connection with no open call for
-//!   this long is shut down gracefully (GOAWAY);
+//!   this long is shut down gracefully (GOAWAY; dropped if it has not closed
+//!   [`IDLE_GOAWAY_GRACE`] later). The check runs at most an idle timeout apart, so an idle
+//!   connection closes between one and two idle timeouts after its last call;
 //! - an HTTP/2 header-list size limit (`PRESENCE_MAX_HEADER_LIST_BYTES`);
 //! - a per-connection cap on session streams that have not sent their first message (the
 //!   hello) yet (`PRESENCE_MAX_PENDING_HELLOS_PER_CONNECTION`): past it a new session stream is
@@ -44,6 +46,9 @@ use tower_service::Service;
 
 /// The session method: its streams count as pending until their first message arrives.
 pub const SESSION_PATH: &str = "/presence.v1.PresenceService/Session";
+
+/// How long an idle connection told GOAWAY may take to close before it is dropped.
+pub const IDLE_GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 /// What bounds one listener's connections.
 #[derive(Debug, Clone)]
@@ -99,7 +104,11 @@ pub async fn serve<I, IO, E>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
         .keep_alive_interval(settings.keepalive_interval)
-        .keep_alive_timeout(settings.keepalive_timeout.unwrap_or(Duration::from_secs(20)))
+        .keep_alive_timeout(
+            settings
+                .keepalive_timeout
+                .unwrap_or(Duration::from_secs(20)),
+        )
         .max_header_list_size(settings.max_header_list_bytes);
     let builder = Arc::new(builder);
     let routes = routes.prepare();
@@ -240,6 +249,9 @@ async fn serve_one<IO>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let mut shutting_down = false;
+    // After an idle GOAWAY, a peer that never completes the graceful close (hyper waits for
+    // its PING ack) is dropped: it has no call open to lose.
+    let mut force_close: Option<Instant> = None;
     let far = || Instant::now() + Duration::from_secs(24 * 3600);
     let mut idle_check = state
         .idle_deadline(settings.idle_timeout)
@@ -252,6 +264,10 @@ async fn serve_one<IO>(
                 }
                 return;
             }
+            _ = tokio::time::sleep_until(force_close.unwrap_or_else(far)), if force_close.is_some() => {
+                tracing::debug!(listener = settings.listener, "idle connection did not close after its GOAWAY; dropped");
+                return;
+            }
             changed = stop.changed(), if !shutting_down => {
                 let _ = changed;
                 shutting_down = true;
@@ -262,6 +278,7 @@ async fn serve_one<IO>(
                     Some(deadline) if deadline <= Instant::now() => {
                         tracing::debug!(listener = settings.listener, "idle connection closed with GOAWAY");
                         shutting_down = true;
+                        force_close = Some(Instant::now() + IDLE_GOAWAY_GRACE);
                         conn.as_mut().graceful_shutdown();
                     }
                     Some(deadline) => idle_check = deadline,
