@@ -409,7 +409,8 @@ async fn a_header_list_past_the_limit_is_refused_and_the_node_keeps_serving() {
 
 #[tokio::test]
 async fn a_1_mib_health_request_is_refused_with_resource_exhausted() {
-    let node = start(&[]).await;
+    let metrics = common::free_addr();
+    let node = start(&["--metrics-addr", &metrics]).await;
     let probe = Probe::start(&node).await;
     let meter = Meter::start(&node);
     let channel = client::connect(&node.url()).await.unwrap();
@@ -450,6 +451,11 @@ async fn a_1_mib_health_request_is_refused_with_resource_exhausted() {
     let status = answer.expect_err("refused");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(!status.message().contains("uuuu"), "{}", status.message());
+    assert_eq!(
+        refused(&metrics, "message_too_large").await,
+        21,
+        "refusals counted"
+    );
     another_user_opens(&node, "other").await;
     let p99 = probe.finish().await;
     meter.report(&node, "health_1mib", p99).await;
@@ -464,11 +470,14 @@ async fn streams_that_never_say_hello_are_capped_per_connection_and_time_out() {
     const HELLO_TIMEOUT_MS: u64 = 3000;
     let hello_timeout = HELLO_TIMEOUT_MS.to_string();
     let cap = PENDING_CAP.to_string();
+    let metrics = common::free_addr();
     let node = start(&[
         "--hello-timeout-ms",
         &hello_timeout,
         "--max-pending-hellos-per-connection",
         &cap,
+        "--metrics-addr",
+        &metrics,
     ])
     .await;
     let probe = Probe::start(&node).await;
@@ -525,6 +534,13 @@ async fn streams_that_never_say_hello_are_capped_per_connection_and_time_out() {
         "at most the cap per connection waited: {timed_out}"
     );
     assert!(timed_out > 0, "the admitted ones ended DEADLINE_EXCEEDED");
+    assert!(
+        refused >= total - CONNECTIONS * PENDING_CAP,
+        "the others were refused with RESOURCE_EXHAUSTED: {refused}"
+    );
+    let counted = self::refused(&metrics, "pending_hellos").await;
+    assert_eq!(counted, refused as u64, "refusals counted");
+    println!("never_hello: {timed_out} ended DEADLINE_EXCEEDED, {refused} refused");
     let p99 = probe.finish().await;
     let peak = meter.report(&node, "never_hello_3000", p99).await;
     Probe::check(p99);
