@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{Stream, StreamExt};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -330,9 +330,7 @@ impl Service<Request<Incoming>> for Bounded {
         let request = request.map(|body| {
             Body::new(FirstMessage {
                 inner: body,
-                seen: 0,
-                needed: None,
-                prefix: [0; 5],
+                first: FirstMessageLength::default(),
                 pending,
             })
         });
@@ -391,39 +389,39 @@ impl Drop for PendingGuard {
 /// (5-byte prefix and payload) has arrived, or when it ends or is dropped.
 struct FirstMessage {
     inner: Incoming,
-    /// Bytes of the body seen so far (until the first message is whole).
-    seen: usize,
-    /// The first message's full length, once its prefix has been seen.
-    needed: Option<usize>,
-    /// The first message's 5-byte prefix, as far as seen.
-    prefix: [u8; 5],
+    first: FirstMessageLength,
     /// The slot, until the first message is whole.
     pending: Option<PendingGuard>,
 }
 
-impl FirstMessage {
-    fn observe(&mut self, data: &Bytes) {
-        if self.pending.is_none() {
-            return;
-        }
-        let mut chunk = data.clone();
-        while self.seen < 5 && chunk.has_remaining() {
-            self.prefix[self.seen] = chunk.get_u8();
+/// Follows a gRPC body's bytes until its first message (5-byte prefix, then the length the
+/// prefix gives) is whole, whatever the DATA frames' boundaries.
+#[derive(Debug, Default)]
+struct FirstMessageLength {
+    /// Bytes of the body seen so far (until the first message is whole).
+    seen: usize,
+    /// The first message's full length, once its prefix has been seen.
+    needed: Option<usize>,
+    /// The first message's prefix, as far as seen.
+    prefix: [u8; 5],
+}
+
+impl FirstMessageLength {
+    /// Takes the next bytes of the body; true once the first message is whole.
+    fn observe(&mut self, mut data: &[u8]) -> bool {
+        while self.seen < 5 && !data.is_empty() {
+            self.prefix[self.seen] = data[0];
             self.seen += 1;
+            data = &data[1..];
         }
         if self.seen >= 5 && self.needed.is_none() {
             let [_, a, b, c, d] = self.prefix;
-            let len = u32::from_be_bytes([a, b, c, d]) as usize;
-            self.needed = Some(5 + len);
+            self.needed = Some(5 + u32::from_be_bytes([a, b, c, d]) as usize);
         }
         if self.seen >= 5 {
-            self.seen += chunk.remaining();
+            self.seen = self.seen.saturating_add(data.len());
         }
-        if self.needed.is_some_and(|needed| self.seen >= needed) {
-            if let Some(mut pending) = self.pending.take() {
-                pending.release();
-            }
-        }
+        self.needed.is_some_and(|needed| self.seen >= needed)
     }
 }
 
@@ -439,8 +437,10 @@ impl HttpBody for FirstMessage {
         match &polled {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    let data = data.clone();
-                    self.observe(&data);
+                    if self.pending.is_some() && self.first.observe(data) {
+                        // The hello (or whatever came first) is whole: no longer pending.
+                        self.pending = None;
+                    }
                 }
             }
             _ => self.pending = None,
@@ -504,5 +504,61 @@ fn convert_status(headers: &mut tonic::codegen::http::HeaderMap) {
             HeaderValue::from_static(crate::errors::MESSAGE_TOO_LARGE),
         );
         refused("message_too_large");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: u32) -> Vec<u8> {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend(std::iter::repeat_n(7u8, len as usize));
+        framed
+    }
+
+    #[test]
+    fn the_first_message_is_whole_whatever_the_frame_boundaries() {
+        let framed = message(300);
+        for split in [1, 2, 4, 5, 6, 100, 304] {
+            let mut first = FirstMessageLength::default();
+            let (a, b) = framed.split_at(split);
+            assert!(!first.observe(a), "split at {split}: not whole yet");
+            assert!(first.observe(b), "split at {split}: whole");
+        }
+        let mut bytewise = FirstMessageLength::default();
+        let whole: Vec<bool> = framed.iter().map(|b| bytewise.observe(&[*b])).collect();
+        assert_eq!(whole.iter().position(|w| *w), Some(framed.len() - 1));
+    }
+
+    #[test]
+    fn an_empty_message_is_whole_at_its_prefix() {
+        assert!(FirstMessageLength::default().observe(&message(0)));
+        let mut first = FirstMessageLength::default();
+        assert!(!first.observe(&[]));
+        assert!(!first.observe(&[0, 0, 0]));
+        assert!(first.observe(&[0, 0]));
+    }
+
+    #[test]
+    fn pending_slots_are_capped_and_given_back() {
+        let state = Arc::new(ConnectionState::new(2));
+        let a = state.take_pending().expect("first");
+        let _b = state.take_pending().expect("second");
+        assert!(state.take_pending().is_none(), "past the cap");
+        drop(a);
+        assert!(state.take_pending().is_some(), "a slot given back");
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_with_no_call_open() {
+        let state = Arc::new(ConnectionState::new(1));
+        let idle = Duration::from_secs(60);
+        assert!(state.idle_deadline(idle).is_some());
+        let call = CallGuard::new(state.clone());
+        assert!(state.idle_deadline(idle).is_none());
+        drop(call);
+        assert!(state.idle_deadline(idle).is_some());
     }
 }
