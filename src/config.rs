@@ -45,6 +45,9 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1024;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+pub const DEFAULT_MAX_PENDING_HELLOS_PER_CONNECTION: usize = 16;
 pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_JWT_LEEWAY_MS: u64 = 5_000;
 pub const DEFAULT_RESYNC_INTERVAL_MS: u64 = 60_000;
@@ -303,6 +306,24 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_KEEPALIVE_TIMEOUT_MS", default_value_t = DEFAULT_KEEPALIVE_TIMEOUT_MS)]
     pub keepalive_timeout_ms: u64,
 
+    /// TCP connections per listener (gRPC, admin); past it a new connection is closed at
+    /// once. Unset: no limit.
+    #[arg(long, env = "PRESENCE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// A connection with no open call for this long is closed with GOAWAY.
+    #[arg(long, env = "PRESENCE_CONNECTION_IDLE_TIMEOUT_MS", default_value_t = DEFAULT_CONNECTION_IDLE_TIMEOUT_MS)]
+    pub connection_idle_timeout_ms: u64,
+
+    /// Largest HTTP/2 header list (all of a request's headers) on every listener.
+    #[arg(long, env = "PRESENCE_MAX_HEADER_LIST_BYTES", default_value_t = DEFAULT_MAX_HEADER_LIST_BYTES)]
+    pub max_header_list_bytes: u32,
+
+    /// Session streams of one connection that have not sent their hello yet; past it a new
+    /// session stream on that connection is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PRESENCE_MAX_PENDING_HELLOS_PER_CONNECTION", default_value_t = DEFAULT_MAX_PENDING_HELLOS_PER_CONNECTION)]
+    pub max_pending_hellos_per_connection: usize,
+
     /// How often silent sessions and ended grace periods are looked for.
     #[arg(long, env = "PRESENCE_SWEEP_INTERVAL_MS", default_value_t = DEFAULT_SWEEP_INTERVAL_MS)]
     pub sweep_interval_ms: u64,
@@ -560,6 +581,30 @@ impl Config {
             ("PRESENCE_FRAME_RATE_BURST", self.frame_rate_burst as u64),
         ];
         for (setting, value) in user_bounds {
+            if value == 0 {
+                return Err(bad(setting, "must be at least 1"));
+            }
+        }
+        // Connection-level bounds.
+        let connection_bounds: [(&str, u64); 4] = [
+            (
+                "PRESENCE_MAX_CONNECTIONS",
+                self.max_connections.unwrap_or(1) as u64,
+            ),
+            (
+                "PRESENCE_CONNECTION_IDLE_TIMEOUT_MS",
+                self.connection_idle_timeout_ms,
+            ),
+            (
+                "PRESENCE_MAX_HEADER_LIST_BYTES",
+                self.max_header_list_bytes as u64,
+            ),
+            (
+                "PRESENCE_MAX_PENDING_HELLOS_PER_CONNECTION",
+                self.max_pending_hellos_per_connection as u64,
+            ),
+        ];
+        for (setting, value) in connection_bounds {
             if value == 0 {
                 return Err(bad(setting, "must be at least 1"));
             }

@@ -78,6 +78,17 @@ pub fn answer_too_large(bytes: usize, max: usize) -> Status {
     ))
 }
 
+/// What a message over the size limit is answered with (`RESOURCE_EXHAUSTED`): nothing of
+/// the request is echoed.
+pub const MESSAGE_TOO_LARGE: &str = "message too large";
+
+/// A session stream over the connection's cap of streams that have not said hello.
+pub fn too_many_pending_hellos(max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "too many session streams waiting for their hello on this connection (at most {max})"
+    ))
+}
+
 /// No watch decision could be had (authorizer down, slow, erring): fail closed.
 pub fn watch_policy_unavailable(e: impl Display) -> Status {
     Status::unavailable(e.to_string())

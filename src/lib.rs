@@ -19,7 +19,8 @@
 //! - `service`: the gRPC edge (identity, admission, errors to `tonic::Status`).
 //! - `admin`: the admin API (sessions, disconnect, stats, change stream), own address.
 //! - `server`: start, serve, drain on shutdown.
-//! - `transport`: what the transports add under the session protocol (how a request ended).
+//! - `transport`: what the transports add under the session protocol (how a request ended)
+//!   and how a listener's connections are served and bounded (`transport::connections`).
 //! - `errors`: every gRPC status the node answers with, built in one place.
 //! - `limiter`: token buckets per user, per identity and per session (opens, changes,
 //!   `GetPresence` calls, frames), their memory bounded.

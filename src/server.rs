@@ -13,7 +13,6 @@ use std::time::Duration;
 use ractor::Actor;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -30,10 +29,14 @@ use crate::session::supervisor::SessionSupervisor;
 use crate::session::SessionMsg;
 use crate::store::{MemoryStore, Store};
 use crate::sweeper;
+use crate::transport::connections::{self, ConnectionSettings};
 use crate::transport::request_end::EndAware;
 
 /// The gRPC service name of `PresenceService`, as health checks name it.
 pub const SERVICE_NAME: &str = "presence.v1.PresenceService";
+
+/// Largest message health and reflection decode (they need no identity).
+pub const UNAUTHENTICATED_MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// Errors that stop a node from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -152,14 +155,17 @@ pub async fn serve(
         .with_keepalive(Some(Duration::from_millis(config.keepalive_interval_ms)));
     // Set: every listener serves TLS only, one certificate re-read when its files change.
     let tls = crate::tls::Tls::from_config(&config)?;
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
-        .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(presence);
+    // Health and reflection need no identity: their messages are small.
+    let routes = tonic::service::Routes::new(
+        health_service.max_decoding_message_size(UNAUTHENTICATED_MAX_MESSAGE_BYTES),
+    )
+    .add_service(reflection_v1.max_decoding_message_size(UNAUTHENTICATED_MAX_MESSAGE_BYTES))
+    .add_service(reflection_v1alpha.max_decoding_message_size(UNAUTHENTICATED_MAX_MESSAGE_BYTES))
+    .add_service(presence);
+    let mut settings = ConnectionSettings::from_config(&config, "grpc");
+    settings.keepalive_interval = Some(Duration::from_millis(config.keepalive_interval_ms));
+    settings.keepalive_timeout = Some(Duration::from_millis(config.keepalive_timeout_ms));
+    settings.max_concurrent_streams = Some(config.max_concurrent_streams);
     let stop = async {
         let _ = stop_rx.await;
     };
@@ -167,9 +173,9 @@ pub async fn serve(
         Some(tls) => {
             let tls_config = tls.device_config(crate::tls::ALPN_H2);
             let incoming = crate::tls::incoming(incoming, tls_config, "grpc");
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop))
+            tokio::spawn(connections::serve(incoming, routes, settings, stop))
         }
-        None => tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop)),
+        None => tokio::spawn(connections::serve(incoming, routes, settings, stop)),
     };
     let sweeper = tokio::spawn(sweeper::run(node.clone()));
     let admin = match config.admin_addr {
@@ -187,7 +193,7 @@ pub async fn serve(
         result = &mut transport => {
             sweeper.abort();
             return match result {
-                Ok(r) => r.map_err(ServerError::from),
+                Ok(()) => Ok(()),
                 Err(e) => Err(ServerError::Actor(format!("transport task: {e}"))),
             };
         }
@@ -294,25 +300,23 @@ async fn serve_admin(
         .await
         .map_err(|e| ServerError::Admin(format!("cannot listen on {addr}: {e}")))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let settings = ConnectionSettings::from_config(&node.config, "admin");
     let service = crate::proto::presence_admin_service_server::PresenceAdminServiceServer::new(
         crate::admin::AdminApi::new(node, token),
     );
     info!(%addr, tls = tls.is_some(), "admin API serving");
-    let router = Server::builder().add_service(service);
+    let routes = tonic::service::Routes::new(service);
     let stop = async {
         let _ = stop.await;
     };
     let tls_config = tls.map(|tls| tls.admin_config());
     Ok(tokio::spawn(async move {
-        let served = match tls_config {
+        match tls_config {
             Some(tls_config) => {
                 let incoming = crate::tls::incoming(incoming, tls_config, "admin");
-                router.serve_with_incoming_shutdown(incoming, stop).await
+                connections::serve(incoming, routes, settings, stop).await
             }
-            None => router.serve_with_incoming_shutdown(incoming, stop).await,
-        };
-        if let Err(e) = served {
-            warn!(error = %e, "admin API stopped");
+            None => connections::serve(incoming, routes, settings, stop).await,
         }
     }))
 }
