@@ -47,7 +47,10 @@ pub const DEFAULT_KEEPALIVE_INTERVAL_MS: u64 = 20_000;
 pub const DEFAULT_KEEPALIVE_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_CONNECTION_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
-pub const DEFAULT_MAX_PENDING_HELLOS_PER_CONNECTION: usize = 16;
+/// A quarter of the default streams per connection: an L7 load balancer multiplexes many devices
+/// on one upstream connection, and a reconnect burst opens hundreds of streams at once before
+/// their hellos are read.
+pub const DEFAULT_MAX_PENDING_HELLOS_PER_CONNECTION: usize = 256;
 pub const DEFAULT_SWEEP_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_JWT_LEEWAY_MS: u64 = 5_000;
 pub const DEFAULT_RESYNC_INTERVAL_MS: u64 = 60_000;

@@ -265,6 +265,15 @@ async fn a_never_reading_session_resubscribing_to_long_text_users_is_bounded_in_
         "100000",
         "--subscribe-rate-burst",
         "100000",
+        // Nor the frame rate or the per-user change rate (tests/abuse_user.rs has those).
+        "--frame-rate-per-s",
+        "100000",
+        "--frame-rate-burst",
+        "100000",
+        "--user-change-rate-per-s",
+        "100000",
+        "--user-change-rate-burst",
+        "100000",
         "--max-sessions",
         "5000",
     ])
@@ -366,7 +375,24 @@ async fn a_hot_user_watched_by_500_cannot_drive_the_fan_out_without_bound() {
     const HOT_SESSIONS: usize = 15;
     const ATTACK: Duration = Duration::from_secs(6);
     const MAX_GROWTH: u64 = 64 * 1024 * 1024;
-    let node = NodeProcess::start(&["--max-sessions", "5000", "--session-ttl-ms", "120000"]).await;
+    // The bound under test is the registry's input, so the per-user change rate (which would
+    // stop a hot user on this node first; tests/abuse_user.rs) is lifted: changes of a user
+    // also arrive from other nodes, which no local rate limits.
+    let node = NodeProcess::start(&[
+        "--max-sessions",
+        "5000",
+        "--session-ttl-ms",
+        "120000",
+        "--user-change-rate-per-s",
+        "100000",
+        "--user-change-rate-burst",
+        "100000",
+        "--frame-rate-per-s",
+        "100000",
+        "--frame-rate-burst",
+        "100000",
+    ])
+    .await;
     let good = GoodUser::start(&node).await;
 
     // 500 watchers of `hot`, each on one of 8 connections, each reading every update.
