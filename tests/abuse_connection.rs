@@ -628,11 +628,16 @@ async fn garbage_on_200_connections_leaves_a_normal_session_getting_its_acks() {
                     let (_, closed) = frames_until_close(&mut tcp, patience()).await;
                     assert!(closed, "random bytes: the connection is closed");
                 }
-                // A valid preface, then frames of garbage.
+                // A valid preface, then frames of garbage. The first frame header claims more
+                // than the largest frame, so the node must refuse the connection at once (random
+                // bytes could instead start a frame that never completes: a stalled peer, which
+                // the idle timeout closes, not this test's patience).
                 1 => {
                     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                    let mut frames = noise.clone();
+                    frames[..3].copy_from_slice(&[0xff, 0xff, 0xff]);
                     let _ = tcp.write_all(PREFACE).await;
-                    let _ = tcp.write_all(&noise).await;
+                    let _ = tcp.write_all(&frames).await;
                     let (_, closed) = frames_until_close(&mut tcp, patience()).await;
                     assert!(closed, "bad HTTP/2: the connection is closed");
                 }
