@@ -76,22 +76,8 @@ async fn a_change_right_after_a_subscribe_reaches_the_watcher(redis: &SharedRedi
 on_redis_and_redis_cluster!(a_remote_watcher_sees_every_change_in_version_order);
 
 async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis) {
-    let args = [
-        "--status-rate-per-s",
-        "100000",
-        "--status-rate-burst",
-        "100000",
-        "--user-change-rate-per-s",
-        "100000",
-        "--user-change-rate-burst",
-        "100000",
-        "--frame-rate-per-s",
-        "100000",
-        "--frame-rate-burst",
-        "100000",
-    ];
-    let a = redis.node("t2", "node-a", &args).await;
-    let b = redis.node("t2", "node-b", &args).await;
+    let a = redis.node("t2", "node-a", NO_CHANGE_LIMITS).await;
+    let b = redis.node("t2", "node-b", NO_CHANGE_LIMITS).await;
     let (mut watcher, _) = b.session("wendy", "web").await;
     subscribe(&mut watcher, &["alice"]).await;
     let (alice, _) = a.session("alice", "ios").await;
@@ -142,22 +128,8 @@ async fn a_remote_watcher_sees_every_change_in_version_order(redis: &SharedRedis
 on_redis_and_redis_cluster!(one_user_on_two_nodes_aggregates_under_concurrent_changes);
 
 async fn one_user_on_two_nodes_aggregates_under_concurrent_changes(redis: &SharedRedis) {
-    let args = [
-        "--status-rate-per-s",
-        "100000",
-        "--status-rate-burst",
-        "100000",
-        "--user-change-rate-per-s",
-        "100000",
-        "--user-change-rate-burst",
-        "100000",
-        "--frame-rate-per-s",
-        "100000",
-        "--frame-rate-burst",
-        "100000",
-    ];
-    let a = redis.node("t3", "node-a", &args).await;
-    let b = redis.node("t3", "node-b", &args).await;
+    let a = redis.node("t3", "node-a", NO_CHANGE_LIMITS).await;
+    let b = redis.node("t3", "node-b", NO_CHANGE_LIMITS).await;
     let (mut on_a, _) = a.session("alice", "ios").await;
     let (mut on_b, _) = b.session("alice", "web").await;
     // Both devices change the user's status at the same time, many times.

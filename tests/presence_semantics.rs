@@ -197,21 +197,7 @@ async fn no_update_when_nothing_visible_changed() {
 
 #[tokio::test]
 async fn versions_strictly_increase_and_snapshot_has_no_gap_under_concurrent_changes() {
-    let node = TestNode::start(&[
-        "--status-rate-per-s",
-        "100000",
-        "--status-rate-burst",
-        "100000",
-        "--user-change-rate-per-s",
-        "100000",
-        "--user-change-rate-burst",
-        "100000",
-        "--frame-rate-per-s",
-        "100000",
-        "--frame-rate-burst",
-        "100000",
-    ])
-    .await;
+    let node = TestNode::start(common::NO_CHANGE_LIMITS).await;
     let (alice, _) = node.session("alice", "ios").await;
     let (mut alice_tx, mut alice_rx) = alice.split();
     // alice changes until the watcher has its snapshot, then AFTER more changes and a last

@@ -191,24 +191,18 @@ async fn sigterm_drains_and_exits_within_the_grace() {
 async fn sigterm_exits_within_the_grace_despite_a_client_that_stopped_reading() {
     // Large texts and no rate limit, so a few changes fill the stalled client's HTTP/2
     // windows and the node has frames it cannot deliver when the drain starts.
-    let mut node = NodeProcess::start(&[
-        "--shutdown-grace-ms",
-        "2000",
-        "--max-status-text-bytes",
-        "200000",
-        "--status-rate-per-s",
-        "100000",
-        "--status-rate-burst",
-        "100000",
-        "--user-change-rate-per-s",
-        "100000",
-        "--user-change-rate-burst",
-        "100000",
-        "--frame-rate-per-s",
-        "100000",
-        "--frame-rate-burst",
-        "100000",
-    ])
+    let mut node = NodeProcess::start(
+        &[
+            &[
+                "--shutdown-grace-ms",
+                "2000",
+                "--max-status-text-bytes",
+                "200000",
+            ],
+            common::NO_CHANGE_LIMITS,
+        ]
+        .concat(),
+    )
     .await;
     let (mut carol, _) = Session::open(node.channel().await, &user_creds("carol"), hello("web"))
         .await

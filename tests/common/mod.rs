@@ -257,6 +257,24 @@ impl Drop for Cutter {
     }
 }
 
+/// Node flags that lift the per-session status rate, the per-user change rate and the frame
+/// rate, for tests that send many changes on purpose (the limits have tests of their own:
+/// `limits.rs`, `abuse_user.rs`).
+pub const NO_CHANGE_LIMITS: &[&str] = &[
+    "--status-rate-per-s",
+    "100000",
+    "--status-rate-burst",
+    "100000",
+    "--user-change-rate-per-s",
+    "100000",
+    "--user-change-rate-burst",
+    "100000",
+    "--frame-rate-per-s",
+    "100000",
+    "--frame-rate-burst",
+    "100000",
+];
+
 pub fn user_creds(user: &str) -> Credentials {
     Credentials::User(user.to_string())
 }
