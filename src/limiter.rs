@@ -63,6 +63,9 @@ const SHRINK_EVERY: u64 = 240;
 pub struct UserRates {
     opens: Keyed,
     changes: Keyed,
+    /// Fan-outs of each user's changes on this node (whatever caused them, here or on
+    /// another node): past it, changes are held and go out later, coalesced.
+    deliveries: Keyed,
     gets: Keyed,
     upkeeps: AtomicU64,
 }
@@ -83,6 +86,7 @@ impl UserRates {
                 config.session_open_rate_burst,
             ),
             changes: keyed(config.user_change_rate_per_s, config.user_change_rate_burst),
+            deliveries: keyed(config.user_change_rate_per_s, config.user_change_rate_burst),
             gets: keyed(config.get_rate_per_s, config.get_rate_burst),
             upkeeps: AtomicU64::new(0),
         }
@@ -104,6 +108,11 @@ impl UserRates {
         let _ = check(&self.changes, user_id);
     }
 
+    /// One more fan-out of `user_id`'s changes; `Err`: how long until one may go.
+    pub fn deliver(&self, user_id: &str) -> Result<(), Duration> {
+        check(&self.deliveries, user_id)
+    }
+
     /// One more `GetPresence` by `identity`; `Err`: how long until one is answered.
     pub fn get(&self, identity: &str) -> Result<(), Duration> {
         check(&self.gets, identity)
@@ -111,7 +120,7 @@ impl UserRates {
 
     /// Keys held over all buckets (what upkeep bounds).
     pub fn keys(&self) -> usize {
-        self.opens.len() + self.changes.len() + self.gets.len()
+        self.opens.len() + self.changes.len() + self.deliveries.len() + self.gets.len()
     }
 
     /// Drops the keys whose bucket is full again; now and then gives the memory back.
@@ -120,7 +129,7 @@ impl UserRates {
         if n % RETAIN_EVERY != 0 {
             return;
         }
-        for limiter in [&self.opens, &self.changes, &self.gets] {
+        for limiter in [&self.opens, &self.changes, &self.deliveries, &self.gets] {
             limiter.retain_recent();
             if n % SHRINK_EVERY == 0 {
                 limiter.shrink_to_fit();

@@ -28,6 +28,9 @@ pub const UPDATES_COALESCED: &str = "presence_updates_coalesced_total";
 /// Changed records replaced by a newer one of the same user before the registry fanned them
 /// out (`registry::FanoutInput`) (counter).
 pub const FANOUT_COALESCED: &str = "presence_fanout_coalesced_total";
+/// Changes of a user past its change rate held back for fan-out, to go out later coalesced
+/// (`registry::FanoutInput`) (counter).
+pub const FANOUT_HELD: &str = "presence_fanout_held_total";
 /// Updates not sent, by `reason`: `stale` (older than what the watcher has), `unchanged`
 /// (nothing the watcher can see changed) (counter).
 pub const UPDATES_DROPPED: &str = "presence_updates_dropped_total";
@@ -120,6 +123,10 @@ fn describe() {
     describe_counter!(
         FANOUT_COALESCED,
         "Changed records replaced by a newer one before fan-out"
+    );
+    describe_counter!(
+        FANOUT_HELD,
+        "Changes of a user past its change rate held back, fanned out later coalesced"
     );
     describe_counter!(
         UPDATES_DROPPED,

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::peers::{ControlCommand, Peers};
 use crate::presence::storm::StormGuard;
 use crate::presence::{Limits, UserRecord};
-use crate::registry::{FanoutInput, RegistryMsg, SessionKey};
+use crate::registry::{FanoutInput, RegistryMsg, Released, SessionKey};
 use crate::session::table::SessionTable;
 use crate::store::{Op, Store, StoreError};
 
@@ -34,7 +34,7 @@ pub struct Node {
     /// Changed records waiting for the registry, coalesced per user (`publish`).
     pub fanout: Arc<FanoutInput>,
     /// Session opens and changes per user, `GetPresence` calls per identity.
-    pub rates: crate::limiter::UserRates,
+    pub rates: Arc<crate::limiter::UserRates>,
     /// Set on SIGTERM: new sessions are refused and ending sessions linger.
     draining: AtomicBool,
     next_session: AtomicU64,
@@ -65,7 +65,7 @@ impl Node {
             fanout,
             policy: crate::policy::Policy::from_config(&config),
             limits: config.limits(),
-            rates: crate::limiter::UserRates::new(&config),
+            rates: Arc::new(crate::limiter::UserRates::new(&config)),
             storm: std::sync::Mutex::new(StormGuard::new(config.storm_rule())),
             config,
             node_id,
@@ -176,11 +176,50 @@ impl Node {
 
     /// Hands changed records to the registry for fan-out, coalesced per user: one hot user
     /// holds one pending record and the registry's mailbox at most one `Drain`, however
-    /// fast it changes (watchers need the latest view, not every intermediate one).
+    /// fast it changes (watchers need the latest view, not every intermediate one). A user
+    /// past its change rate (opens and ends are never refused, and other nodes' changes
+    /// arrive here too) is held back and fanned out later, coalesced: never lost.
     pub fn publish(&self, records: Vec<UserRecord>) {
-        if !records.is_empty() && self.fanout.offer(records) {
+        if records.is_empty() {
+            return;
+        }
+        let rates = &self.rates;
+        let offered = self.fanout.offer(records, &|user| rates.deliver(user));
+        if offered.drain {
             // Fails only when the registry is gone, i.e. the node is stopping.
             let _ = self.registry.cast(RegistryMsg::Drain);
+        }
+        for (user_id, wait) in offered.held {
+            tokio::spawn(release_held(
+                self.fanout.clone(),
+                self.rates.clone(),
+                self.registry.clone(),
+                user_id,
+                wait,
+            ));
+        }
+    }
+}
+
+/// Fans out `user_id`'s held change once its rate allows (one task per held user).
+async fn release_held(
+    fanout: Arc<FanoutInput>,
+    rates: Arc<crate::limiter::UserRates>,
+    registry: ActorRef<RegistryMsg>,
+    user_id: String,
+    mut wait: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(wait.max(std::time::Duration::from_millis(1))).await;
+        match fanout.release(&user_id, &|user| rates.deliver(user)) {
+            Released::Pending(drain) => {
+                if drain {
+                    let _ = registry.cast(RegistryMsg::Drain);
+                }
+                return;
+            }
+            Released::Wait(again) => wait = again,
+            Released::Nothing => return,
         }
     }
 }

@@ -78,7 +78,8 @@ pub async fn start(config: Config, clock: SharedClock) -> Result<Arc<Node>, Serv
                 config.node_lease_ttl_ms,
             )
             .await
-            .map_err(|e| ServerError::Redis(e.to_string()))?;
+            .map_err(|e| ServerError::Redis(e.to_string()))?
+            .with_max_lingering(config.max_lingering_per_user);
             Some((Arc::new(store), Arc::new(Interest::default())))
         }
         None => None,

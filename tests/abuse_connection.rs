@@ -395,18 +395,62 @@ async fn an_idle_connection_is_closed_with_goaway_and_one_with_a_session_is_not(
 #[tokio::test]
 async fn a_header_list_past_the_limit_is_refused_and_the_node_keeps_serving() {
     let node = start(&["--max-header-list-bytes", "16384"]).await;
-    let channel = client::connect(&node.url()).await.unwrap();
-    let mut request = tonic::Request::new(HealthCheckRequest { service: "".into() });
-    request
-        .metadata_mut()
-        .insert("x-padding", "p".repeat(32 * 1024).parse().unwrap());
-    let answer = tokio::time::timeout(patience(), HealthClient::new(channel).check(request))
-        .await
-        .expect("an answer");
-    let status = answer.expect_err("32 KiB of headers refused");
-    // hyper answers HTTP 431, which gRPC clients report as UNKNOWN.
-    assert!(status.message().contains("431"), "{status:?}");
+    let probe = Probe::start(&node).await;
+    let meter = Meter::start(&node);
+    // 200 requests with 32 KiB of headers each, on 20 connections.
+    for _ in 0..20 {
+        let channel = client::connect(&node.url()).await.unwrap();
+        for _ in 0..10 {
+            let mut request = tonic::Request::new(HealthCheckRequest { service: "".into() });
+            request
+                .metadata_mut()
+                .insert("x-padding", "p".repeat(32 * 1024).parse().unwrap());
+            let answer = tokio::time::timeout(
+                patience(),
+                HealthClient::new(channel.clone()).check(request),
+            )
+            .await
+            .expect("an answer");
+            let status = answer.expect_err("32 KiB of headers refused");
+            // hyper answers HTTP 431, which gRPC clients report as UNKNOWN.
+            assert!(status.message().contains("431"), "{status:?}");
+        }
+    }
     another_user_opens(&node, "other").await;
+    let p99 = probe.finish().await;
+    meter.report(&node, "header_list", p99).await;
+    Probe::check(p99);
+}
+
+#[tokio::test]
+async fn the_admin_listener_has_its_own_connection_cap() {
+    const CAP: usize = 5;
+    const ATTACK: usize = 40;
+    let admin = common::free_addr();
+    let cap = CAP.to_string();
+    let node = start(&["--max-connections", &cap, "--admin-addr", &admin]).await;
+    let probe = Probe::start(&node).await;
+    let meter = Meter::start(&node);
+    let (mut accepted, mut closed) = (0, 0);
+    let mut held = Vec::new();
+    for _ in 0..ATTACK {
+        let mut tcp = TcpStream::connect(admin.as_str()).await.unwrap();
+        let _ = tcp.write_all(PREFACE).await;
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut byte)).await {
+            Ok(Ok(n)) if n > 0 => accepted += 1,
+            Ok(_) => closed += 1,
+            Err(_) => panic!("an admin connection was neither served nor closed within 2 s"),
+        }
+        held.push(tcp);
+    }
+    assert!(accepted <= CAP, "at most the cap is served: {accepted}");
+    assert!(closed >= ATTACK - CAP, "past the cap closed: {closed}");
+    // The gRPC listener's cap is its own: the admin attack does not take its room.
+    another_user_opens(&node, "other").await;
+    let p99 = probe.finish().await;
+    meter.report(&node, "admin_max_connections", p99).await;
+    Probe::check(p99);
 }
 
 #[tokio::test]
@@ -434,6 +478,28 @@ async fn a_1_mib_health_request_is_refused_with_resource_exhausted() {
             status.message()
         );
     }
+    // Reflection takes at most 16 KiB per message too.
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let request = ServerReflectionRequest {
+            host: big.clone(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let answer = tokio::time::timeout(patience(), async {
+            let mut stream = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter(vec![request]))
+                .await?
+                .into_inner();
+            stream.message().await
+        })
+        .await
+        .expect("an answer");
+        let status = answer.expect_err("a 1 MiB reflection request is refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(!status.message().contains("xxxx"), "{}", status.message());
+    }
     // A health check that fits is answered.
     HealthClient::new(channel.clone())
         .check(HealthCheckRequest { service: "".into() })
@@ -455,7 +521,7 @@ async fn a_1_mib_health_request_is_refused_with_resource_exhausted() {
     assert!(!status.message().contains("uuuu"), "{}", status.message());
     assert_eq!(
         refused(&metrics, "message_too_large").await,
-        21,
+        22,
         "refusals counted"
     );
     another_user_opens(&node, "other").await;

@@ -600,3 +600,110 @@ async fn a_heartbeat_flood_is_slowed_by_not_reading() {
     probe.report("heartbeat_flood", &good).await;
     assert!(p99(&good) <= GOOD_UPDATE_BOUND);
 }
+
+/// Opens and ends (cleanly) never count against a user's change rate as refusals, but their
+/// changes past it are held back and reach watchers later, coalesced: a watcher of a user who
+/// loops opens and ends gets at most the rate's worth of updates, and the final view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_and_ends_past_the_change_rate_reach_watchers_coalesced() {
+    // Opens are not limited here, so only the change rate (defaults 5/s, burst 20) paces.
+    let node = NodeProcess::start(&[
+        "--session-open-rate-per-s",
+        "10000",
+        "--session-open-rate-burst",
+        "10000",
+    ])
+    .await;
+    let mut watcher = open(&node, "watcher", "web").await;
+    subscribe(&mut watcher, &["mallory"]).await;
+    let probe = Probe::start(&node);
+    let node = Arc::new(node);
+    const LOOPS: usize = 150;
+    let attack = tokio::spawn({
+        let node = node.clone();
+        async move {
+            let channel = node.channel().await;
+            let started = Instant::now();
+            for i in 0..LOOPS {
+                let (mut s, _) = Session::open(
+                    channel.clone(),
+                    &user_creds("mallory"),
+                    hello(&format!("d{i}")),
+                )
+                .await
+                .expect("opens are not limited in this test");
+                s.close();
+                // Ended (clean): the node closes the stream.
+                tokio::time::timeout(patience(), async {
+                    while let Ok(Some(_)) = s.recv().await {}
+                })
+                .await
+                .expect("the session ends after its half-close");
+            }
+            started.elapsed()
+        }
+    });
+    // Every update of mallory the watcher gets, as it gets it.
+    let seen: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
+    let started = Instant::now();
+    let reader = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            loop {
+                let p = next_update_of(&mut watcher, "mallory").await;
+                let mut seen = seen.lock().unwrap();
+                assert!(
+                    seen.last().is_none_or(|v| p.version > *v),
+                    "versions only move forward"
+                );
+                seen.push(p.version);
+            }
+        }
+    });
+    let good = well_behaved(&node, "alice", 10).await;
+    let attack_took = tokio::time::timeout(patience() * 3, attack)
+        .await
+        .expect("attack loop ends")
+        .unwrap();
+    // The final view (offline, every session ended) must reach the watcher: never dropped.
+    let bob = node.channel().await;
+    let last = eventually("mallory is offline in the store", || {
+        let bob = bob.clone();
+        async move {
+            let p = get_presence(bob, &user_creds("bob"), ids(&["mallory"]))
+                .await
+                .ok()?;
+            (status_of(&p[0]) == Status::Offline).then_some(p[0].version)
+        }
+    })
+    .await;
+    let ended_at = Instant::now();
+    eventually("the watcher has mallory's final view", || {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .unwrap()
+                .last()
+                .is_some_and(|v| *v >= last)
+                .then_some(())
+        }
+    })
+    .await;
+    let final_after = ended_at.elapsed();
+    let watched_for = started.elapsed();
+    reader.abort();
+    let updates = seen.lock().unwrap().len();
+    // Without the hold, about 2 updates per loop would reach the watcher (300). With it:
+    // the burst, then 5/s.
+    let allowed = 20.0 + 5.0 * watched_for.as_secs_f64() + 2.0;
+    assert!(
+        updates as f64 <= allowed,
+        "{updates} updates of mallory in {watched_for:?} (attack {attack_took:?}); at most {allowed:.0} allowed"
+    );
+    assert!(
+        final_after <= Duration::from_secs(2),
+        "the final view took {final_after:?} after the store had it"
+    );
+    probe.report("open_end_loop_past_change_rate", &good).await;
+    assert!(p99(&good) <= GOOD_UPDATE_BOUND);
+}

@@ -354,6 +354,7 @@ impl UserRecord {
         sessions: &[SessionEntry],
         chosen: Option<Choice>,
         known: Option<Choice>,
+        max_lingering: usize,
         now_ms: u64,
     ) -> bool {
         let chosen = match (chosen, self.version) {
@@ -386,6 +387,7 @@ impl UserRecord {
                     .filter(|s| s.is_live() || !taken.contains(&s.device))
                     .cloned(),
             );
+            self.cap_lingering(max_lingering);
         }
         if let Some(Choice {
             status,
@@ -627,14 +629,14 @@ mod tests {
         let v = rec.version;
         let mine = vec![session("s1", "ios")];
         let away = Some(choice(Status::Away, "kept", T0 + 100));
-        assert!(!rec.sync_node_sessions("n1", &mine, away.clone(), None, T0 + 500));
+        assert!(!rec.sync_node_sessions("n1", &mine, away.clone(), None, usize::MAX, T0 + 500));
         assert_eq!(rec.choice(), choice(Status::Busy, "from n2", T0 + 200));
         assert_eq!(rec.version, v, "nothing changed");
         // Made in the same millisecond: the stored one stays too.
         let same = Some(choice(Status::Away, "kept", T0 + 200));
-        assert!(!rec.sync_node_sessions("n1", &mine, same, None, T0 + 500));
+        assert!(!rec.sync_node_sessions("n1", &mine, same, None, usize::MAX, T0 + 500));
         // The sessions are still reconciled: an end kept during the outage is written.
-        assert!(rec.sync_node_sessions("n1", &[], away, None, T0 + 600));
+        assert!(rec.sync_node_sessions("n1", &[], away, None, usize::MAX, T0 + 600));
         assert_eq!(rec.view(false).devices, vec!["web"]);
         assert_eq!(rec.status, Status::Busy);
         assert!(rec.version > v);
@@ -646,7 +648,7 @@ mod tests {
         let v = rec.version;
         let mine = vec![session("s1", "ios")];
         let away = Some(choice(Status::Away, "kept", T0 + 300));
-        assert!(rec.sync_node_sessions("n1", &mine, away, None, T0 + 500));
+        assert!(rec.sync_node_sessions("n1", &mine, away, None, usize::MAX, T0 + 500));
         assert_eq!(rec.choice(), choice(Status::Away, "kept", T0 + 300));
         assert!(rec.version > v);
         assert_eq!(
@@ -663,7 +665,7 @@ mod tests {
         rec.chosen_at_ms = 0;
         let mine = vec![session("s1", "ios")];
         let away = Some(choice(Status::Away, "kept", T0 + 100));
-        assert!(rec.sync_node_sessions("n1", &mine, away, None, T0 + 500));
+        assert!(rec.sync_node_sessions("n1", &mine, away, None, usize::MAX, T0 + 500));
         assert_eq!(rec.status, Status::Away);
     }
 
@@ -779,7 +781,7 @@ mod tests {
         let mut lost = UserRecord::new("alice");
         let mine = vec![session("s1", "ios")];
         let known = Some(choice(Status::Busy, "x", T0 - 10));
-        assert!(lost.sync_node_sessions("n1", &mine, None, known.clone(), T0));
+        assert!(lost.sync_node_sessions("n1", &mine, None, known.clone(), usize::MAX, T0));
         assert_eq!(lost.view(false).status, Status::Busy as i32);
         assert_eq!(lost.view(false).devices, vec!["ios"]);
         assert_eq!(
@@ -790,14 +792,50 @@ mod tests {
         // Same again: nothing to change, no new version; `known` only restores lost records.
         let v = lost.version;
         let other_known = Some(choice(Status::Away, "", T0 + 1));
-        assert!(!lost.sync_node_sessions("n1", &mine, None, other_known, T0 + 1));
+        assert!(!lost.sync_node_sessions("n1", &mine, None, other_known, usize::MAX, T0 + 1));
         assert_eq!(lost.version, v);
         // Another node's sessions are left alone; ours replaced.
         let mut other = session("s9", "web");
         other.node_id = "n2".into();
         lost.open_session(other, None, 16, T0 + 2).unwrap();
-        assert!(lost.sync_node_sessions("n1", &[], None, None, T0 + 3));
+        assert!(lost.sync_node_sessions("n1", &[], None, None, usize::MAX, T0 + 3));
         assert_eq!(lost.view(false).devices, vec!["web"]);
+    }
+
+    #[test]
+    fn a_reassertion_keeps_the_lingering_cap() {
+        let mut rec = UserRecord::new("alice");
+        let mut live = session("live", "ios");
+        live.node_id = "n3".into();
+        rec.open_session(live, None, 16, T0).unwrap();
+        // Another node's 10 lingering sessions, graces ending at T0 + 1000 + i.
+        for i in 0..10u64 {
+            let mut s = session(&format!("b{i}"), &format!("b-dev{i}"));
+            s.node_id = "n2".into();
+            s.linger_until_ms = Some(T0 + 1000 + i);
+            rec.sessions.push(s);
+        }
+        // This node re-asserts 10 lingering ones of its own, graces ending later.
+        let mine: Vec<SessionEntry> = (0..10u64)
+            .map(|i| {
+                let mut s = session(&format!("a{i}"), &format!("a-dev{i}"));
+                s.linger_until_ms = Some(T0 + 2000 + i);
+                s
+            })
+            .collect();
+        assert!(rec.sync_node_sessions("n1", &mine, None, None, 16, T0 + 10));
+        let lingering: Vec<&str> = rec
+            .sessions
+            .iter()
+            .filter(|s| !s.is_live())
+            .map(|s| s.session_id.as_str())
+            .collect();
+        assert_eq!(lingering.len(), 16, "{lingering:?}");
+        // The 4 whose grace ends first stopped counting; the live session is untouched.
+        assert!(["b0", "b1", "b2", "b3"]
+            .iter()
+            .all(|id| !lingering.contains(id)));
+        assert!(rec.sessions.iter().any(|s| s.session_id == "live"));
     }
 
     #[test]
@@ -823,7 +861,7 @@ mod tests {
         rec.end_session("s3", Some(t + 10), t + 6);
         assert!(rec.expire_lingering(t + 10));
         let mine = vec![session("s5", "ios")];
-        assert!(rec.sync_node_sessions("n1", &mine, None, None, t + 11));
+        assert!(rec.sync_node_sessions("n1", &mine, None, None, usize::MAX, t + 11));
         for id in ["s1", "s5"] {
             rec.end_session(id, None, t + 12);
         }

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 mod input;
 mod interest;
-pub use input::FanoutInput;
+pub use input::{FanoutInput, Released};
 pub use interest::Interest;
 
 use crate::presence::UserRecord;

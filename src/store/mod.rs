@@ -58,6 +58,8 @@ pub enum Op {
         chosen: Option<Choice>,
         /// What the node last knew: restored only if the store lost the record.
         known: Option<Choice>,
+        /// Past this many lingering sessions of the user, the oldest stop counting.
+        max_lingering: usize,
     },
 }
 
@@ -135,8 +137,16 @@ pub fn apply_to_record(record: &mut UserRecord, op: &Op, now_ms: u64) -> Result<
             sessions,
             chosen,
             known,
+            max_lingering,
             ..
-        } => record.sync_node_sessions(node_id, sessions, chosen.clone(), known.clone(), now_ms),
+        } => record.sync_node_sessions(
+            node_id,
+            sessions,
+            chosen.clone(),
+            known.clone(),
+            *max_lingering,
+            now_ms,
+        ),
     })
 }
 

@@ -23,7 +23,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -291,6 +291,9 @@ async fn serve_one<IO>(
     }
 }
 
+/// gRPC reflection (v1 and v1alpha): its messages are watched for the 16 KiB bound.
+const REFLECTION_PATH_PREFIX: &str = "/grpc.reflection.";
+
 /// The per-connection service: counts open calls, holds pending hellos, converts
 /// `OUT_OF_RANGE` to `RESOURCE_EXHAUSTED`.
 #[derive(Clone)]
@@ -327,11 +330,21 @@ impl Service<Request<Incoming>> for Bounded {
         } else {
             None
         };
+        let oversized = request
+            .uri()
+            .path()
+            .starts_with(REFLECTION_PATH_PREFIX)
+            .then(|| Arc::new(AtomicBool::new(false)));
         let request = request.map(|body| {
             Body::new(FirstMessage {
                 inner: body,
                 first: FirstMessageLength::default(),
                 pending,
+                oversized: oversized.clone().map(|seen| Oversized {
+                    lengths: MessageLengths::default(),
+                    max: crate::server::UNAUTHENTICATED_MAX_MESSAGE_BYTES,
+                    seen,
+                }),
             })
         });
         let future = self.inner.call(request);
@@ -344,6 +357,7 @@ impl Service<Request<Incoming>> for Bounded {
                 Body::new(Answer {
                     inner: body,
                     _call: call,
+                    oversized,
                 }),
             ))
         })
@@ -392,6 +406,54 @@ struct FirstMessage {
     first: FirstMessageLength,
     /// The slot, until the first message is whole.
     pending: Option<PendingGuard>,
+    /// Reflection calls: every message's length, checked against the 16 KiB bound.
+    oversized: Option<Oversized>,
+}
+
+/// Watches a streaming call's messages for one over `max` bytes. tonic-reflection ends its
+/// answer stream with OK when its decoder refuses a request (it drops the error), so the
+/// bound is seen here and the answer's trailers say RESOURCE_EXHAUSTED.
+struct Oversized {
+    lengths: MessageLengths,
+    max: usize,
+    seen: Arc<AtomicBool>,
+}
+
+/// Follows a gRPC body's bytes message by message (5-byte prefix, then the payload),
+/// whatever the DATA frames' boundaries.
+#[derive(Debug, Default)]
+struct MessageLengths {
+    prefix: [u8; 5],
+    /// Prefix bytes of the current message seen.
+    have: usize,
+    /// Payload bytes of the current message still to come.
+    remaining: usize,
+}
+
+impl MessageLengths {
+    /// Takes the next bytes of the body; the largest message length whose prefix they end.
+    fn observe(&mut self, mut data: &[u8]) -> Option<usize> {
+        let mut largest = None;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let skip = self.remaining.min(data.len());
+                self.remaining -= skip;
+                data = &data[skip..];
+                continue;
+            }
+            self.prefix[self.have] = data[0];
+            self.have += 1;
+            data = &data[1..];
+            if self.have == 5 {
+                let [_, a, b, c, d] = self.prefix;
+                let len = u32::from_be_bytes([a, b, c, d]) as usize;
+                largest = largest.max(Some(len));
+                self.remaining = len;
+                self.have = 0;
+            }
+        }
+        largest
+    }
 }
 
 /// Follows a gRPC body's bytes until its first message (5-byte prefix, then the length the
@@ -441,6 +503,15 @@ impl HttpBody for FirstMessage {
                         // The hello (or whatever came first) is whole: no longer pending.
                         self.pending = None;
                     }
+                    if let Some(watch) = &mut self.oversized {
+                        if watch
+                            .lengths
+                            .observe(data)
+                            .is_some_and(|len| len > watch.max)
+                        {
+                            watch.seen.store(true, Ordering::Release);
+                        }
+                    }
                 }
             }
             _ => self.pending = None,
@@ -462,6 +533,8 @@ impl HttpBody for FirstMessage {
 struct Answer {
     inner: Body,
     _call: CallGuard,
+    /// Set when a reflection request was over the bound (see `Oversized`).
+    oversized: Option<Arc<AtomicBool>>,
 }
 
 impl HttpBody for Answer {
@@ -476,6 +549,13 @@ impl HttpBody for Answer {
         Poll::Ready(polled.map(|frame| {
             frame.map(|frame| match frame.into_trailers() {
                 Ok(mut trailers) => {
+                    if self
+                        .oversized
+                        .as_ref()
+                        .is_some_and(|seen| seen.load(Ordering::Acquire))
+                    {
+                        trailers.insert("grpc-status", HeaderValue::from_static("11"));
+                    }
                     convert_status(&mut trailers);
                     Frame::trailers(trailers)
                 }
@@ -530,6 +610,24 @@ mod tests {
         let mut bytewise = FirstMessageLength::default();
         let whole: Vec<bool> = framed.iter().map(|b| bytewise.observe(&[*b])).collect();
         assert_eq!(whole.iter().position(|w| *w), Some(framed.len() - 1));
+    }
+
+    #[test]
+    fn every_message_length_is_seen_whatever_the_frame_boundaries() {
+        let mut body = message(3);
+        body.extend(message(40_000));
+        body.extend(message(0));
+        body.extend(message(7));
+        for chunk in [1, 2, 5, 6, 1000, body.len()] {
+            let mut lengths = MessageLengths::default();
+            let largest = body.chunks(chunk).filter_map(|c| lengths.observe(c)).max();
+            assert_eq!(largest, Some(40_000), "chunks of {chunk}");
+            assert_eq!(
+                (lengths.have, lengths.remaining),
+                (0, 0),
+                "chunks of {chunk}"
+            );
+        }
     }
 
     #[test]

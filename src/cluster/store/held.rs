@@ -39,6 +39,8 @@ pub struct Held {
     users: HashMap<String, HeldUser>,
     /// This node's lingering sessions: only the node that held a session knows its grace.
     lingering: LingerIndex,
+    /// `PRESENCE_MAX_LINGERING_PER_USER`, applied by the re-assertions too.
+    max_lingering: usize,
 }
 
 /// What re-asserting one user writes, from what the node holds of it.
@@ -56,10 +58,16 @@ pub struct Reassertion {
 impl Held {
     pub fn new(node_id: &str) -> Self {
         Self {
+            max_lingering: usize::MAX,
             node_id: node_id.to_owned(),
             users: HashMap::new(),
             lingering: LingerIndex::default(),
         }
+    }
+
+    /// At most `max` lingering sessions per user after a re-assertion (as after an end).
+    pub fn set_max_lingering(&mut self, max: usize) {
+        self.max_lingering = max;
     }
 
     /// The users held, in no order.
@@ -181,6 +189,7 @@ impl Held {
             sessions: Vec::new(),
             chosen: None,
             known: None,
+            max_lingering: self.max_lingering,
         }
     }
 
@@ -208,6 +217,7 @@ impl Held {
                     .collect(),
                 chosen: user.unwritten_status.clone(),
                 known: Some(user.record.choice()),
+                max_lingering: self.max_lingering,
             },
             held: true,
             unwritten: user.unwritten || user.unwritten_status.is_some(),
@@ -437,6 +447,7 @@ mod tests {
                 sessions: vec![session("s1", NODE)],
                 chosen: Some(choice(Status::Busy, "focus", T0 + 5)),
                 known: Some(choice(Status::Busy, "focus", T0 + 5)),
+                max_lingering: usize::MAX,
             }
         );
 
@@ -594,6 +605,7 @@ mod tests {
                 sessions: Vec::new(),
                 chosen: None,
                 known: None,
+                max_lingering: usize::MAX,
             }
         );
     }

@@ -120,6 +120,13 @@ impl RedisStore {
         })
     }
 
+    /// At most `max` lingering sessions per user after this node re-asserts its sessions
+    /// (`PRESENCE_MAX_LINGERING_PER_USER`, as an end applies it).
+    pub fn with_max_lingering(self, max: usize) -> Self {
+        self.held().set_max_lingering(max);
+        self
+    }
+
     pub fn target(&self) -> &Endpoint {
         &self.target
     }
