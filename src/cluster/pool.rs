@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use crate::store::StoreError;
 
 /// Connections a node keeps to a standalone Redis unless configured otherwise.
-pub const DEFAULT_POOL_SIZE: usize = 4;
+pub const DEFAULT_POOL_SIZE: usize = 2;
 
 /// A pooled connection and the generation it was made in.
 pub struct Pooled {

@@ -228,7 +228,54 @@ pub async fn run(args: HotArgs) -> Result<(), String> {
     let gate = Arc::new(Semaphore::new(256));
     let setup_started = Instant::now();
 
-    // The hot user, on its own connection.
+    // The watchers of the hot user.
+    let channels =
+        common::connect_spread(std::slice::from_ref(&node.url), args.connections).await?;
+    let mut watcher_tasks = Vec::new();
+    let mut progress = Progress::new(Duration::from_secs(2));
+    for i in 0..args.watchers {
+        let channel = channels[i % channels.len()].clone();
+        let permit = gate.clone().acquire_owned().await.expect("semaphore");
+        let (shared, stop) = (shared.clone(), stop_rx.clone());
+        watcher_tasks.push(tokio::spawn(async move {
+            let opened = open(channel, format!("w{i}"), vec![HOT.to_string()]).await;
+            drop(permit);
+            match opened {
+                Ok((session, interval)) => {
+                    shared.opened.fetch_add(1, Ordering::Relaxed);
+                    hold(i, session, interval, shared, stop).await;
+                    Ok(())
+                }
+                Err(e) => {
+                    shared.open_errors.fetch_add(1, Ordering::Relaxed);
+                    Err(e)
+                }
+            }
+        }));
+        progress.tick(|| format!("{} watchers opening", i + 1));
+    }
+    let open_deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done =
+            shared.opened.load(Ordering::Relaxed) + shared.open_errors.load(Ordering::Relaxed);
+        if done >= args.watchers as u64 {
+            break;
+        }
+        if Instant::now() > open_deadline {
+            return Err(format!(
+                "only {done} of {} watchers opened in 300 s",
+                args.watchers
+            ));
+        }
+        progress.tick(|| format!("{done} watchers open"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open_errors = shared.open_errors.load(Ordering::Relaxed);
+    if open_errors > 0 {
+        return Err(format!("{open_errors} watchers could not open"));
+    }
+    // Then the hot user on its own connection, and the others (their heartbeats go through
+    // the driver, which starts right after: opened last, none can expire in between).
     let hot_channel = common::connect(&node.url)
         .await
         .map_err(|e| e.to_string())?;
@@ -299,52 +346,6 @@ pub async fn run(args: HotArgs) -> Result<(), String> {
         }));
     }
 
-    // The watchers of the hot user.
-    let channels =
-        common::connect_spread(std::slice::from_ref(&node.url), args.connections).await?;
-    let mut opening = Vec::new();
-    let mut progress = Progress::new(Duration::from_secs(2));
-    for i in 0..args.watchers {
-        let channel = channels[i % channels.len()].clone();
-        let permit = gate.clone().acquire_owned().await.expect("semaphore");
-        let (shared, stop) = (shared.clone(), stop_rx.clone());
-        opening.push(tokio::spawn(async move {
-            let opened = open(channel, format!("w{i}"), vec![HOT.to_string()]).await;
-            drop(permit);
-            match opened {
-                Ok((session, interval)) => {
-                    shared.opened.fetch_add(1, Ordering::Relaxed);
-                    hold(i, session, interval, shared, stop).await;
-                    Ok(())
-                }
-                Err(e) => {
-                    shared.open_errors.fetch_add(1, Ordering::Relaxed);
-                    Err(e)
-                }
-            }
-        }));
-        progress.tick(|| format!("{} watchers opening", i + 1));
-    }
-    let open_deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let done =
-            shared.opened.load(Ordering::Relaxed) + shared.open_errors.load(Ordering::Relaxed);
-        if done >= args.watchers as u64 {
-            break;
-        }
-        if Instant::now() > open_deadline {
-            return Err(format!(
-                "only {done} of {} watchers opened in 300 s",
-                args.watchers
-            ));
-        }
-        progress.tick(|| format!("{done} watchers open"));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let open_errors = shared.open_errors.load(Ordering::Relaxed);
-    if open_errors > 0 {
-        return Err(format!("{open_errors} watchers could not open"));
-    }
     let setup_s = setup_started.elapsed().as_secs_f64();
     println!(
         "  {} watchers and {} others open in {setup_s:.1} s",
@@ -483,7 +484,7 @@ pub async fn run(args: HotArgs) -> Result<(), String> {
     }
     let _ = stop_tx.send(true);
     let mut errors = shared.failures.load(Ordering::Relaxed);
-    for task in opening {
+    for task in watcher_tasks {
         if !matches!(task.await, Ok(Ok(()))) {
             errors += 1;
         }
