@@ -112,6 +112,11 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_REDIS_CA_FILE")]
     pub redis_ca_file: Option<PathBuf>,
 
+    /// Command connections to a standalone Redis; requests rotate over them, so a status
+    /// write does not queue behind every bulk read (Redis Cluster: one per shard, unpooled).
+    #[arg(long, env = "PRESENCE_REDIS_POOL_SIZE", default_value_t = crate::cluster::pool::DEFAULT_POOL_SIZE)]
+    pub redis_pool_size: usize,
+
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "PRESENCE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
@@ -516,7 +521,7 @@ impl Config {
                 return Err(bad(setting, "must be greater than 0"));
             }
         }
-        let counts: [(&str, u64); 11] = [
+        let counts: [(&str, u64); 12] = [
             ("PRESENCE_MAX_SUBSCRIPTIONS", self.max_subscriptions as u64),
             (
                 "PRESENCE_MAX_SESSIONS_PER_USER",
@@ -543,6 +548,7 @@ impl Config {
                 self.max_concurrent_streams as u64,
             ),
             ("PRESENCE_MAX_MESSAGE_BYTES", self.max_message_bytes as u64),
+            ("PRESENCE_REDIS_POOL_SIZE", self.redis_pool_size as u64),
         ];
         for (setting, value) in counts {
             if value == 0 {
@@ -826,6 +832,7 @@ impl Config {
                 .redis_ca_file
                 .as_ref()
                 .and_then(|path| std::fs::read(path).ok()),
+            pool_size: self.redis_pool_size,
         }
     }
 

@@ -257,3 +257,70 @@ fn bulk_smoke_on_redis() {
     assert_eq!(json["errors"], 0, "{json}");
     assert_eq!(json["extra"]["wrong_answers"], 0, "{json}");
 }
+
+#[test]
+fn hot_smoke() {
+    let json = run_bench(
+        "hot",
+        &[
+            "hot",
+            "--watchers",
+            "300",
+            "--connections",
+            "3",
+            "--hot-rate",
+            "5",
+            "--others",
+            "20",
+            "--other-watch",
+            "3",
+            "--other-rate",
+            "20",
+            "--other-connections",
+            "2",
+            "--duration-s",
+            "1",
+        ],
+    );
+    assert_eq!(json["errors"], 0, "{json}");
+    let hot = &json["extra"]["with_hot_user"];
+    assert!(hot["hot_changes"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(hot["hot_changes_never_reaching_all"], 0, "{json}");
+    assert!(
+        json["extra"]["others_alone"]["other_deliveries"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{json}"
+    );
+}
+
+#[test]
+fn churn_smoke_with_bulk_load_on_a_redis_pool() {
+    let json = run_bench(
+        "churn",
+        &[
+            "churn",
+            "--redis",
+            "--sessions",
+            "100",
+            "--watch",
+            "3",
+            "--connections",
+            "2",
+            "--rate",
+            "50",
+            "--duration-s",
+            "1",
+            "--bulk-concurrency",
+            "2",
+            "--bulk-ids",
+            "100",
+            "--node-arg=--redis-pool-size=2",
+        ],
+    );
+    assert_eq!(json["extra"]["lost"], 0, "{json}");
+    let bulk = &json["extra"]["bulk"];
+    assert!(bulk["requests"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(bulk["errors"], 0, "{json}");
+}

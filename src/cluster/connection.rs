@@ -1,9 +1,9 @@
 //! Connections to Redis, standalone or Redis Cluster, behind one type, so the store and the
-//! bridge do not care which. Commands: one multiplexed connection (standalone; concurrent
-//! requests are pipelined on it, and it is replaced after an error) or the multiplexed,
-//! self-healing cluster connection. No connection pool: a multiplexed connection needs none,
-//! and a pool's checkout health check (deadpool-redis sends PING) would add a round trip to
-//! every status change. Events: a pub/sub connection (standalone, PUBLISH /
+//! bridge do not care which. Commands: a small pool of multiplexed connections (standalone;
+//! see `pool`: requests rotate over them, so a status write does not queue behind every
+//! bulk read, and a checkout sends nothing) or the multiplexed, self-healing cluster
+//! connection (one multiplexed connection per shard already: a write to one shard never
+//! waits for another shard's reads, so no pool there). Events: a pub/sub connection (standalone, PUBLISH /
 //! SUBSCRIBE) or RESP3 pushes from the cluster connection (sharded: SPUBLISH / SSUBSCRIBE,
 //! resubscribed by the client when slots move).
 
@@ -23,12 +23,8 @@ const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Where commands go.
 pub enum Backend {
-    /// One multiplexed connection shared (cloned) by every request; made on first use and
-    /// again after an error.
-    Standalone {
-        client: Box<redis::Client>,
-        shared: std::sync::Mutex<Option<MultiplexedConnection>>,
-    },
+    /// A pool of multiplexed connections, made on first use and again after an error.
+    Standalone(Box<super::pool::Pool>),
     Cluster(ClusterConnection),
 }
 
@@ -45,6 +41,8 @@ pub enum Target {
 pub struct Endpoint {
     pub target: Target,
     pub ca_pem: Option<Vec<u8>>,
+    /// Command connections to a standalone Redis (`PRESENCE_REDIS_POOL_SIZE`).
+    pub pool_size: usize,
 }
 
 impl Endpoint {
@@ -52,6 +50,7 @@ impl Endpoint {
         Self {
             target,
             ca_pem: None,
+            pool_size: super::pool::DEFAULT_POOL_SIZE,
         }
     }
 
@@ -107,10 +106,12 @@ impl Endpoint {
     /// connection needs a reachable seed.
     pub async fn backend(&self) -> Result<Backend, StoreError> {
         match &self.target {
-            Target::Standalone(url) => Ok(Backend::Standalone {
-                client: Box::new(self.client(url)?),
-                shared: std::sync::Mutex::new(None),
-            }),
+            Target::Standalone(url) => Ok(Backend::Standalone(Box::new(super::pool::Pool::new(
+                self.client(url)?,
+                self.pool_size,
+                CONNECT_TIMEOUT,
+                RESPONSE_TIMEOUT,
+            )?))),
             Target::Cluster(seeds) => self
                 .cluster_client(seeds, None)?
                 .get_async_connection()
@@ -148,28 +149,15 @@ impl Endpoint {
 impl Backend {
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         match self {
-            Backend::Standalone { client, shared } => {
-                if let Some(conn) = shared.lock().unwrap().clone() {
-                    return Ok(Conn::Standalone(conn));
-                }
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-                    .map_err(StoreError::unavailable)?;
-                *shared.lock().unwrap() = Some(conn.clone());
-                Ok(Conn::Standalone(conn))
-            }
+            Backend::Standalone(pool) => pool.conn().await.map(Conn::Standalone),
             Backend::Cluster(conn) => Ok(Conn::Cluster(conn.clone())),
         }
     }
 
-    /// Forgets the shared connection after an error, so the next request gets a fresh one.
+    /// Retires the connections after an error, so the next requests get fresh ones.
     pub fn reset(&self) {
-        if let Backend::Standalone { shared, .. } = self {
-            *shared.lock().unwrap() = None;
+        if let Backend::Standalone(pool) = self {
+            pool.reset();
         }
     }
 }

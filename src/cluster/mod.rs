@@ -18,6 +18,7 @@ pub mod codec;
 pub mod connection;
 pub mod keys;
 mod peers;
+pub mod pool;
 pub mod store;
 
 pub use store::RedisStore;

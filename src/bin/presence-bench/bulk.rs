@@ -1,8 +1,9 @@
 //! `bulk`: `GetPresence` of `--ids` users (1,000 by default: the per-request limit) from
 //! `--concurrency` callers at once, for `--duration-s` seconds or `--requests` requests,
-//! whichever comes first. `--online` of the ids are held online by sessions during the run,
-//! so the answers mix stored records and unknown users. Latency percentiles, throughput
-//! and, on Redis, commands per request.
+//! whichever comes first. Every id exists (each user was online once, so the store has its
+//! record: a bulk read of ids nobody ever used would skip the store's work for them);
+//! `--online` of them are held online by sessions during the run, the others are OFFLINE
+//! records. Latency percentiles, throughput and, on Redis, commands per request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,7 +50,12 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
         return Err("bulk needs --ids, --concurrency and --connections of at least 1".into());
     }
     let online = args.online.min(args.ids);
-    let deployment = Deployment::start(&args.target, &[]).await?;
+    // The per-user GetPresence limit is lifted: this measures the store, not the limiter.
+    let deployment = Deployment::start(
+        &args.target,
+        &["--get-rate-per-s", "1000000", "--get-rate-burst", "1000000"],
+    )
+    .await?;
     let urls: Vec<String> = deployment.nodes.iter().map(|n| n.url.clone()).collect();
     println!(
         "bulk: GetPresence of {} ids ({online} online) at concurrency {} over {} connections, \
@@ -63,12 +69,13 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     );
     let channels = common::connect_spread(&urls, args.connections).await?;
 
-    // Pre-populate: `online` users held online (with a status text, as real users have).
+    // Pre-populate: every id online once (with a status text, as real users have); the
+    // first `online` stay online, the others sign off and remain as OFFLINE records.
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(256));
     let mut holders = Vec::new();
     let mut opening = Vec::new();
-    for i in 0..online {
+    for i in 0..args.ids {
         let channel = channels[i % channels.len()].clone();
         let gate = gate.clone();
         opening.push(tokio::spawn(async move {
@@ -81,11 +88,17 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
             Session::open(channel, &Credentials::User(format!("b{i}")), hello).await
         }));
     }
-    for task in opening {
-        let (session, welcome) = task
+    let mut signed_off = Vec::new();
+    for (i, task) in opening.into_iter().enumerate() {
+        let (mut session, welcome) = task
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("pre-populating: {e}"))?;
+        if i >= online {
+            session.close();
+            signed_off.push(session);
+            continue;
+        }
         holders.push(tokio::spawn(common::hold(
             session,
             common::heartbeat_interval(&welcome),
@@ -93,20 +106,34 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
         )));
     }
     let ids: Arc<Vec<String>> = Arc::new((0..args.ids).map(|i| format!("b{i}")).collect());
-    // A warm-up request per connection (and a check that the online users are there).
+    // Warm-up requests per connection, until every id is known (version > 0) and exactly
+    // the held ones are online (the signed-off sessions' ends have been applied).
+    let settle_deadline = Instant::now() + Duration::from_secs(15);
     for channel in &channels {
         let who = Credentials::User("bulk-reader".into());
-        let answer = client::get_presence(channel.clone(), &who, ids.to_vec())
-            .await
-            .map_err(|e| format!("warm-up GetPresence: {e}"))?;
-        let seen_online = answer
-            .iter()
-            .filter(|p| p.status != Status::Offline as i32)
-            .count();
-        if seen_online != online {
-            eprintln!("warning: {seen_online} of the ids are online, expected {online}");
+        loop {
+            let answer = client::get_presence(channel.clone(), &who, ids.to_vec())
+                .await
+                .map_err(|e| format!("warm-up GetPresence: {e}"))?;
+            let known = answer.iter().filter(|p| p.version > 0).count();
+            let seen_online = answer
+                .iter()
+                .filter(|p| p.status != Status::Offline as i32)
+                .count();
+            if known == ids.len() && seen_online == online {
+                break;
+            }
+            if Instant::now() > settle_deadline {
+                eprintln!(
+                    "warning: {known} of {} ids known, {seen_online} online (expected {online})",
+                    ids.len()
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    drop(signed_off);
 
     let latencies = Arc::new(Histograms::new());
     let answered = Arc::new(AtomicU64::new(0));
@@ -115,6 +142,7 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     let mismatches = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs_f64(args.duration_s.max(0.0));
     let cpu_before = deployment.cpu_seconds();
+    let redis_cpu_before = deployment.redis_cpu_seconds();
     let redis_before = deployment.redis_calls();
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -167,6 +195,7 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
     }
     let wall_s = started.elapsed().as_secs_f64();
     let cpu_after = deployment.cpu_seconds();
+    let redis_cpu_after = deployment.redis_cpu_seconds();
     let redis_after = deployment.redis_calls();
     for w in workers {
         let _ = w.await;
@@ -214,6 +243,13 @@ pub async fn run(args: BulkArgs) -> Result<(), String> {
             (
                 "node_cpu_ms_per_request",
                 json!(match (cpu_before, cpu_after) {
+                    (Some(a), Some(b)) => Some((b - a) * 1000.0 / answered.max(1) as f64),
+                    _ => None,
+                }),
+            ),
+            (
+                "redis_cpu_ms_per_request",
+                json!(match (redis_cpu_before, redis_cpu_after) {
                     (Some(a), Some(b)) => Some((b - a) * 1000.0 / answered.max(1) as f64),
                     _ => None,
                 }),

@@ -69,6 +69,13 @@ pub struct ChurnArgs {
     /// Seed of the graph and the change order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Concurrent `GetPresence` callers of `--bulk-ids` users during the run (0: none): the
+    /// bulk load the status writes share Redis with.
+    #[arg(long, default_value_t = 0)]
+    bulk_concurrency: usize,
+    /// Users per bulk read (the first N users: all exist and are online).
+    #[arg(long, default_value_t = 1000)]
+    bulk_ids: usize,
     #[command(flatten)]
     target: Target,
     #[command(flatten)]
@@ -97,9 +104,10 @@ struct Live {
     refused: AtomicU64,
 }
 
-/// `t=<unix_us>;s=<seq>`.
-fn change_text(seq: u32) -> String {
-    format!("t={};s={seq}", common::unix_us())
+/// `t=<unix_us>;s=<seq>`, `unix_us` the change's scheduled send time: a driver that falls
+/// behind its schedule counts its lateness in the latency (no coordinated omission).
+fn change_text(scheduled_us: u64, seq: u32) -> String {
+    format!("t={scheduled_us};s={seq}")
 }
 
 fn parse_change(text: &str) -> Option<(u64, u32)> {
@@ -153,6 +161,85 @@ fn build_graph(args: &ChurnArgs, rng: &mut StdRng) -> Vec<Vec<u32>> {
             chosen.into_iter().collect()
         })
         .collect()
+}
+
+/// `--bulk-concurrency` callers reading `--bulk-ids` users in a loop, each on its own
+/// connection, until the run stops.
+struct BulkLoad {
+    tasks: Vec<tokio::task::JoinHandle<(u64, u64)>>,
+    latencies: Arc<Histograms>,
+    started: Instant,
+}
+
+impl BulkLoad {
+    async fn start(
+        args: &ChurnArgs,
+        urls: &[String],
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, String> {
+        let ids: Arc<Vec<String>> = Arc::new(
+            (0..args.bulk_ids.min(args.sessions) as u32)
+                .map(user_id)
+                .collect(),
+        );
+        let latencies = Arc::new(Histograms::new());
+        let mut tasks = Vec::new();
+        for w in 0..args.bulk_concurrency {
+            let channel = common::connect(&urls[w % urls.len()])
+                .await
+                .map_err(|e| e.to_string())?;
+            let (ids, latencies, mut stop) = (ids.clone(), latencies.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let who = Credentials::User(format!("bulk-reader-{w}"));
+                let (mut done, mut errors) = (0u64, 0u64);
+                while !*stop.borrow_and_update() {
+                    let t = Instant::now();
+                    let read =
+                        presence_node::client::get_presence(channel.clone(), &who, ids.to_vec());
+                    let answer = tokio::select! {
+                        answer = read => answer,
+                        _ = stop.changed() => break,
+                    };
+                    match answer {
+                        Ok(_) => {
+                            latencies.record(w, t.elapsed().as_micros() as u64);
+                            done += 1;
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+                (done, errors)
+            }));
+        }
+        Ok(Self {
+            tasks,
+            latencies,
+            started: Instant::now(),
+        })
+    }
+
+    async fn finish(self) -> serde_json::Value {
+        if self.tasks.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let wall = self.started.elapsed().as_secs_f64();
+        let (mut done, mut errors) = (0u64, 0u64);
+        for task in self.tasks {
+            if let Ok((d, e)) = task.await {
+                done += d;
+                errors += e;
+            }
+        }
+        let h = self.latencies.merged();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        json!({
+            "requests": done,
+            "errors": errors,
+            "requests_per_s": done as f64 / wall,
+            "p50_ms": ms(0.5),
+            "p99_ms": ms(0.99),
+        })
+    }
 }
 
 /// Opens session `i`, subscribes to its watch list and waits for the snapshots.
@@ -280,6 +367,11 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
             &rate_s,
             "--status-rate-burst",
             &burst_s,
+            // The bulk readers are not to be rate-limited (a bulk load, not an abuse test).
+            "--get-rate-per-s",
+            "1000000",
+            "--get-rate-burst",
+            "1000000",
         ],
     )
     .await?;
@@ -299,10 +391,11 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
              (nodes started here get --status-rate-per-s {rate_limit})"
         );
     }
-    // Channel c goes to node c % k.
-    let channels = common::connect_spread(&urls, connections).await?;
+    // The memory baseline: the idle node(s) before any connection.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = deployment.rss_bytes();
+    // Channel c goes to node c % k.
+    let channels = common::connect_spread(&urls, connections).await?;
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let graph = build_graph(&args, &mut rng);
@@ -367,12 +460,14 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     let mut sent: Vec<(u32, u64, u32)> = Vec::new();
     let mut send_errors = 0u64;
     let mut heartbeats = 0u64;
+    let bulk = BulkLoad::start(&args, &urls, stop_rx.clone()).await?;
     let cpu_before = deployment.cpu_seconds();
     let bench_cpu_before = crate::node_process::cpu_seconds(std::process::id());
     let redis_cpu_before = deployment.redis_cpu_seconds();
     let redis_before = deployment.redis_calls();
     let deliveries_before = live.deliveries.load(Ordering::Relaxed);
     let started = Instant::now();
+    let schedule = common::Schedule::start(args.rate);
     let mut ticker = tokio::time::interval(Duration::from_millis(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let heartbeat_rate = n as f64 / heartbeat_every.as_secs_f64();
@@ -384,14 +479,15 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
         ticker.tick().await;
         let elapsed = started.elapsed().as_secs_f64();
         if elapsed < args.duration_s {
-            let due = (elapsed * args.rate) as u64;
+            let due = schedule.due().min((args.duration_s * args.rate) as u64);
             while (sent.len() as u64 + send_errors) < due {
                 let pos = sent.len() + send_errors as usize;
                 let user = order[pos % n] as usize;
                 seq[user] += 1;
                 let status = statuses[seq[user] as usize % statuses.len()];
+                let scheduled_us = schedule.scheduled_us(pos as u64);
                 match senders[user]
-                    .set_status(status, change_text(seq[user]))
+                    .set_status(status, change_text(scheduled_us, seq[user]))
                     .await
                 {
                     Ok(r) => sent.push((user as u32, r, seq[user])),
@@ -436,6 +532,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     let redis_cpu_after = deployment.redis_cpu_seconds();
     let redis_after = deployment.redis_calls();
     let _ = stop_tx.send(true);
+    let bulk = bulk.finish().await;
     let mut seen_all = Vec::with_capacity(n);
     for task in receivers {
         seen_all.push(task.await.map_err(|e| e.to_string())?);
@@ -513,6 +610,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
             ),
             ("deliveries_received", json!(deliveries)),
             ("setup_s", json!(setup_s)),
+            ("bulk", bulk),
             ("wall_s_with_drain", json!(wall_s)),
             ("send_errors", json!(send_errors)),
             ("refused_changes", json!(refused)),
@@ -521,6 +619,13 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
             (
                 "node_cpu_s_per_1000_deliveries",
                 json!(node_cpu_s.map(|c| c * 1000.0 / deliveries.max(1) as f64)),
+            ),
+            (
+                "redis_cpu_s_per_1000_deliveries",
+                json!(match (redis_cpu_before, redis_cpu_after) {
+                    (Some(a), Some(b)) => Some((b - a) * 1000.0 / deliveries.max(1) as f64),
+                    _ => None,
+                }),
             ),
             (
                 "bench_cpu_s",
@@ -568,10 +673,10 @@ mod tests {
 
     #[test]
     fn change_text_round_trips() {
-        let text = change_text(42);
+        let text = change_text(1_700_000_000_000_000, 42);
         let (t, s) = parse_change(&text).unwrap();
         assert_eq!(s, 42);
-        assert!(t > 1_600_000_000_000_000);
+        assert_eq!(t, 1_700_000_000_000_000);
         assert_eq!(parse_change(""), None);
         assert_eq!(parse_change("t=1"), None);
         assert_eq!(user_index("u17"), Some(17));

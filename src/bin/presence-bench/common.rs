@@ -206,3 +206,39 @@ impl Progress {
         }
     }
 }
+
+/// An open-loop schedule of changes at `rate`/s, on the millisecond ticks the driver wakes
+/// at: change k is due at `floor(k * 1000 / rate)` ms after the start. Latency is measured
+/// from that moment, so a driver (or a runtime) that falls behind counts its lateness (no
+/// coordinated omission), and the schedule asks nothing finer than the timer can do.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    rate: f64,
+    start_us: u64,
+    start: std::time::Instant,
+}
+
+impl Schedule {
+    pub fn start(rate: f64) -> Self {
+        Self {
+            rate,
+            start_us: unix_us(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// How many changes are due by now (changes 0..due).
+    pub fn due(&self) -> u64 {
+        let elapsed_ms = self.start.elapsed().as_millis() as f64;
+        ((elapsed_ms + 1.0) * self.rate / 1000.0).ceil() as u64
+    }
+
+    /// When change k was due (unix microseconds).
+    pub fn scheduled_us(&self, k: u64) -> u64 {
+        self.start_us + ((k as f64 * 1000.0 / self.rate).floor() as u64) * 1000
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}

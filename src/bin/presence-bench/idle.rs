@@ -55,6 +55,8 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let node = &deployment.nodes[0];
     // The connections (TCP, and the TLS handshake with --tls) come first, apart from the
     // sessions: their time and memory are reported on their own.
+    // The baseline: the idle node before any connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_empty = node.rss_bytes();
     let connecting = Instant::now();
     let mut channels = Vec::new();
@@ -170,6 +172,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         args.hold_s
     );
     let cpu_before_hold = node.cpu_seconds();
+    let redis_cpu_before_hold = deployment.redis_cpu_seconds();
     let redis_before_hold = deployment.redis_calls();
     let heartbeats_before_hold = heartbeats.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
@@ -186,14 +189,21 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let redis_hold_cpu_s = match (redis_cpu_before_hold, deployment.redis_cpu_seconds()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = task.await;
     }
     let open = opened.load(Ordering::Relaxed);
-    let per_session = match (rss_before, rss_after) {
-        (Some(before), Some(after)) if open > 0 => {
-            Some(after.saturating_sub(before) as f64 / open as f64)
+    // Per session from the idle node before any connection: what a client costs, its
+    // connection included (with C < N, the connections' share is spread over the sessions;
+    // `rss_per_connection_bytes` tells it apart).
+    let per_session = match (rss_empty, rss_after) {
+        (Some(empty), Some(after)) if open > 0 => {
+            Some(after.saturating_sub(empty) as f64 / open as f64)
         }
         _ => None,
     };
@@ -217,9 +227,11 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
                 json!(args.connections as f64 / connect_s.max(1e-9)),
             ),
             ("rss_per_connection_bytes", json!(rss_per_connection)),
+            ("rss_empty_bytes", json!(rss_empty)),
             ("rss_before_bytes", json!(rss_before)),
             ("rss_after_bytes", json!(rss_after)),
             ("node_cpu_s_while_holding", json!(hold_cpu_s)),
+            ("redis_cpu_s_while_holding", json!(redis_hold_cpu_s)),
             ("hold_s", json!(args.hold_s)),
             ("heartbeats_while_holding", json!(hold_heartbeats)),
             (

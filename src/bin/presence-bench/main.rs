@@ -6,7 +6,10 @@
 //! - `churn`: sessions watching each other while statuses change: delivery latency, loss,
 //!   node CPU per delivery, Redis commands per change;
 //! - `storm`: sessions dropping at once and reconnecting: time to welcome, errors, flaps;
-//! - `bulk`: `GetPresence` of 1,000 ids at a concurrency: latency and throughput.
+//! - `bulk`: `GetPresence` of 1,000 ids at a concurrency: latency and throughput;
+//! - `hot`: one user watched by 100,000 sessions changing 10 times a second;
+//! - `peer` (with `--features peer`): the same workload against Mosquitto and the node, with
+//!   the ratios.
 //!
 //! By default it starts the node(s) itself (the `presence-node` binary next to this one) on
 //! free loopback ports, and a `redis-server` for `--nodes k` > 1 or `--redis`;
@@ -21,8 +24,11 @@
 mod bulk;
 mod churn;
 mod common;
+mod hot;
 mod idle;
 mod node_process;
+#[cfg(feature = "peer")]
+mod peer;
 mod plot;
 mod report;
 mod storm;
@@ -58,6 +64,14 @@ enum Scenario {
     Storm(storm::StormArgs),
     /// GetPresence of 1,000 ids at a concurrency: latency percentiles and throughput.
     Bulk(bulk::BulkArgs),
+    /// One user watched by very many sessions changes often: time until the last watcher
+    /// has each change, node CPU per delivery, other users' latency meanwhile.
+    Hot(hot::HotArgs),
+    /// The same presence workload against Mosquitto and presence-node, one connection per
+    /// client, in one run: memory per client, delivery latency, CPU per delivery, ratios
+    /// (needs `--features peer`: `scripts/bench.sh peer`).
+    #[cfg(feature = "peer")]
+    Peer(peer::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +86,9 @@ fn main() -> ExitCode {
             Scenario::Churn(args) => churn::run(args).await,
             Scenario::Storm(args) => storm::run(args).await,
             Scenario::Bulk(args) => bulk::run(args).await,
+            Scenario::Hot(args) => hot::run(args).await,
+            #[cfg(feature = "peer")]
+            Scenario::Peer(args) => peer::run(args).await,
         }
     });
     match result {

@@ -156,7 +156,7 @@ async fn storm_session(i: usize, channel: Channel, gate: Arc<Semaphore>, shared:
     drop(session);
     let at = dropped_at + shared.window.mul_f64(rand::random_range(0.0..1.0));
     tokio::time::sleep_until(at).await;
-    let started = Instant::now();
+    // Timed from the scheduled reconnect moment, not from when this task got to run.
     let slot = i % shared.new_channels.len();
     let channel = shared.new_channels[slot]
         .get_or_try_init(|| crate::common::connect(&shared.new_urls[slot]))
@@ -176,9 +176,7 @@ async fn storm_session(i: usize, channel: Channel, gate: Arc<Semaphore>, shared:
             return;
         }
     };
-    shared
-        .welcomes
-        .record(i, started.elapsed().as_micros() as u64);
+    shared.welcomes.record(i, at.elapsed().as_micros() as u64);
     shared.counters.reconnected.fetch_add(1, Ordering::Relaxed);
     shared
         .counters
@@ -425,6 +423,7 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
 
     // Phase 2: the drop.
     let cpu_before = deployment.cpu_seconds();
+    let redis_cpu_before = deployment.redis_cpu_seconds();
     shared.cutting.store(true, Ordering::SeqCst);
     let dropped_at = Instant::now();
     for proxy in &proxies {
@@ -471,6 +470,7 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
     tokio::time::sleep_until(observe_until).await;
     let storm_s = dropped_at.elapsed().as_secs_f64();
     let cpu_after = deployment.cpu_seconds();
+    let redis_cpu_after = deployment.redis_cpu_seconds();
     let rss_after = deployment.rss_bytes();
     let _ = stop_watchers_tx.send(true);
     let mut watched = Vec::new();
@@ -583,6 +583,13 @@ pub async fn run(args: StormArgs) -> Result<(), String> {
             (
                 "node_cpu_s_during_storm",
                 json!(match (cpu_before, cpu_after) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                }),
+            ),
+            (
+                "redis_cpu_s_during_storm",
+                json!(match (redis_cpu_before, redis_cpu_after) {
                     (Some(a), Some(b)) => Some(b - a),
                     _ => None,
                 }),
