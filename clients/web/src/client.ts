@@ -20,17 +20,23 @@ import { fromWire, PresenceView, type UserPresence } from "./view.js";
 export const SUBPROTOCOL = "presence.v1.proto";
 
 /** The parts of the WebSocket API the client uses: the browser's, or `ws` from npm. */
+// The handlers take `any` because the implementations' event types differ (DOM events,
+// `ws`'s own classes) and handler properties are checked contravariantly; the client reads
+// only `data`, `code`, `reason` and `message` from them.
+/* eslint-disable @typescript-eslint/no-explicit-any */
 export interface WebSocketLike {
   binaryType: string;
   readonly protocol: string;
   readonly readyState: number;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
+
+/* eslint-enable @typescript-eslint/no-explicit-any */
 
 export type WebSocketConstructor = new (url: string, protocols: string[]) => WebSocketLike;
 
@@ -322,13 +328,13 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
             };
       this.#send({ case: "hello", value: hello });
     };
-    ws.onmessage = (event) => this.#received(event.data);
-    ws.onerror = (event) => {
+    ws.onmessage = (event: { data: unknown }) => this.#received(event.data);
+    ws.onerror = (event: unknown) => {
       // Browsers say nothing useful here (the close follows); `ws` names the HTTP answer
       // of a refused upgrade, which tells a bad identity (401) or Origin (403) apart.
       failure = errorText(event);
     };
-    ws.onclose = (event) => {
+    ws.onclose = (event: { code: number; reason: string }) => {
       if (this.#ws !== ws) return;
       this.#detach();
       const refused = /Unexpected server response: (401|403)\b/.exec(failure);
