@@ -87,6 +87,8 @@ export interface DisconnectedEvent {
   reason: string;
   /** The node asked for this (a `Reconnect` frame, e.g. while draining). */
   requested: boolean;
+  /** A session had been established on the socket that ended (false: an attempt failed). */
+  established: boolean;
   /** Reconnecting stops: the node refused this identity or device for good. */
   fatal: boolean;
   /** When the client will try again, unless stopped or fatal. */
@@ -175,6 +177,8 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   #requestedDelayMs: number | undefined;
   #requestedReason = "";
   #attempts = 0;
+  /** Whether the socket that is ending had carried a session (its welcome arrived). */
+  #established = false;
 
   constructor(options: PresenceClientOptions) {
     super();
@@ -239,6 +243,8 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
   /** Ends the session with a clean close (watchers see this device leave at once). */
   stop(): void {
     const wasLive = this.#ws !== undefined;
+    const established = this.#established;
+    this.#established = false;
     this.#state = "stopped";
     this.#clearTimers();
     const ws = this.#ws;
@@ -255,6 +261,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
         code: 1000,
         reason: "client stopped",
         requested: false,
+        established,
         fatal: false,
         retryInMs: undefined,
       });
@@ -402,6 +409,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
 
   #welcomed(welcome: Welcome): void {
     this.#welcome = welcome;
+    this.#established = true;
     this.#state = "connected";
     this.#attempts = 0;
     this.#backoff.opened(Date.now());
@@ -501,11 +509,13 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     if (this.#state === "stopped") return;
     this.#backoff.closed(Date.now());
     const requested = this.#requestedDelayMs !== undefined;
+    const established = this.#established;
+    this.#established = false;
     if (!requested && isFatalClose(code)) {
       this.#state = "failed";
       const grpc = grpcCodeOf(code) ?? describeClose(code);
       this.emit("error", new PresenceError("fatal", grpc, `session refused: ${reason}`, { closeCode: code }));
-      this.emit("disconnected", { code, reason, requested, fatal: true, retryInMs: undefined });
+      this.emit("disconnected", { code, reason, requested, established, fatal: true, retryInMs: undefined });
       return;
     }
     let delay: number;
@@ -519,7 +529,7 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     }
     this.#state = "waiting";
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
-    this.emit("disconnected", { code, reason, requested, fatal: false, retryInMs: delay });
+    this.emit("disconnected", { code, reason, requested, established, fatal: false, retryInMs: delay });
   }
 
   #clearTimers(): void {
