@@ -481,7 +481,8 @@ export class PresenceClient extends Emitter<PresenceClientEvents> {
     this.#detach();
     if (ws !== undefined) {
       try {
-        ws.close(1000, reason.slice(0, 120));
+        // No reason text: a close reason over 123 bytes would throw instead of closing.
+        ws.close(1000);
       } catch {
         // A socket that cannot close is gone anyway.
       }

@@ -178,3 +178,21 @@ test("a refused frame is an error event and the session goes on", async () => {
   assert.equal(alice.client.state, "connected");
   alice.client.stop();
 });
+
+test("heartbeats at the welcome's interval keep a quiet session past the TTL", async () => {
+  const node = await startNode({ args: ["--heartbeat-interval-ms", "200", "--session-ttl-ms", "800"] });
+  const quiet = connect(node, "quiet");
+  const welcome = await eventually("welcome", () => quiet.seen.connected[0]?.event);
+  assert.equal(welcome.heartbeatIntervalMs, 200);
+  assert.equal(welcome.sessionTtlMs, 800);
+  const watcher = connect(node, "watcher");
+  watcher.client.watch(["quiet"]);
+  await eventually("watcher sees quiet online", sees(watcher.client, "quiet", "online"));
+  // Three TTLs without any app activity: only the client's heartbeats keep it alive.
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal(quiet.client.state, "connected");
+  assert.equal(quiet.seen.disconnected.length, 0, JSON.stringify(quiet.seen.disconnected));
+  assert.equal(watcher.client.presence("quiet")?.status, "online");
+  quiet.client.stop();
+  watcher.client.stop();
+});
