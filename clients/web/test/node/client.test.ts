@@ -139,6 +139,7 @@ test("a Reconnect frame (the node draining on SIGTERM) is honoured: the client w
     assert.ok(d.event.retryInMs !== undefined && d.event.retryInMs >= 0 && d.event.retryInMs <= 2000, String(d.event.retryInMs));
     const attempt = await eventually(`${who} tries again`, () => seen.connecting.find((c) => c.at >= d.at && c !== seen.connecting[0]), 5000);
     assert.ok(attempt.at - d.at >= d.event.retryInMs! - 5, `${who} waited ${attempt.at - d.at} ms of ${d.event.retryInMs}`);
+    console.log(`${who}: Reconnect "${d.event.reason}", retry_after_ms ${d.event.retryInMs}, next attempt after ${attempt.at - d.at} ms`);
   }
   await first.exited(10_000);
   await startNode({ webPort, args });
