@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 bin=${1:-$root/target/debug/presence-node}
+case "$bin" in /*) ;; *) bin="$root/$bin" ;; esac # the tests run from clients/web
 started=$(date +%s)
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
