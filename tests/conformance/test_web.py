@@ -27,10 +27,10 @@ SECRET = "conformance-web-secret"
 FAST_SWEEP = ("--sweep-interval-ms", "50")
 
 
-def web_node(node_factory, *args: str, env=None):
+def web_node(node_factory, *args: str, env=None, tls: bool = False):
     """A node with a web listener; returns (node, web address)."""
     port = free_port()
-    node = node_factory("--web-addr", f"127.0.0.1:{port}", *args, env=env)
+    node = node_factory("--web-addr", f"127.0.0.1:{port}", *args, env=env, tls=tls)
     deadline = time.monotonic() + PATIENCE_S
     while True:
         try:
@@ -54,11 +54,14 @@ class WebDevice:
     JSON mapping whatever the subprotocol (the proto one is converted with the stubs)."""
 
     def __init__(self, web: str, user: str | None, device: str | None = "web",
-                 protocol: str = JSON, query: str | None = None, headers=None, origin=None):
+                 protocol: str = JSON, query: str | None = None, headers=None, origin=None,
+                 ssl_context=None):
         query = query if query is not None else f"user_id={user}"
         self.protocol = protocol
+        scheme = "wss" if ssl_context else "ws"
         self.ws = connect(
-            f"ws://{web}/v1/session?{query}",
+            f"{scheme}://{web}/v1/session?{query}",
+            ssl=ssl_context,
             subprotocols=[protocol],
             additional_headers=headers,
             origin=origin,
@@ -398,3 +401,30 @@ def test_the_demo_page_is_served_with_a_strict_policy(node_factory):
         assert response.getheader("content-type").startswith(kind)
         csp = response.getheader("content-security-policy")
         assert "script-src 'self'" in csp and "default-src 'none'" in csp
+
+
+def test_tls_serves_wss_and_grpc_web_over_https(node_factory, tmp_path):
+    import ssl
+
+    from certs import Authority
+
+    ca = Authority("presence test CA")
+    cert, key = ca.issue("presence-node", server=True).write(tmp_path, "server")
+    node, web = web_node(node_factory, "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                         tls=True)
+    context = ssl.create_default_context(cadata=ca.pem.decode())
+    alice = WebDevice(web, "alice", ssl_context=context)
+    assert alice.welcome["userId"] == "alice"
+    # Plain ws:// to the TLS port is not served.
+    with pytest.raises(Exception):
+        connect(f"ws://{web}/v1/session?user_id=bob", subprotocols=[JSON], open_timeout=5)
+    conn = http.client.HTTPSConnection(web, timeout=PATIENCE_S, context=context)
+    message = pb.GetPresenceRequest(user_ids=["alice"]).SerializeToString()
+    conn.request("POST", "/presence.v1.PresenceService/GetPresence",
+                 body=b"\x00" + struct.pack(">I", len(message)) + message,
+                 headers={"content-type": "application/grpc-web+proto", "x-user-id": "bob"})
+    response = conn.getresponse()
+    (_, payload), (trailer_flag, _) = frames(response.read())
+    conn.close()
+    assert pb.GetPresenceResponse.FromString(payload).presences[0].status == pb.STATUS_ONLINE
+    assert trailer_flag == 0x80
