@@ -212,6 +212,10 @@ fn bad_input(error: &axum::Error) -> Option<String> {
         if let Some(e) = e.downcast_ref::<tungstenite::Error>() {
             return match e {
                 tungstenite::Error::Capacity(e) => Some(format!("message too large: {e}")),
+                // The connection ended without a close: lost, not bad input.
+                tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ) => None,
                 tungstenite::Error::Protocol(e) => Some(format!("WebSocket protocol error: {e}")),
                 tungstenite::Error::Utf8(_) => Some("text message is not UTF-8".to_owned()),
                 _ => None,
