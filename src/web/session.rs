@@ -39,6 +39,9 @@ use crate::transport::request_end::RequestEnd;
 /// whatever else arrives, so the close is not lost to a reset) before dropping the socket.
 const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
 
+/// The WebSocket read buffer of a session (it grows for a larger message, up to the max).
+const WS_READ_BUFFER_BYTES: usize = 4096;
+
 type FrameResult = Result<crate::proto::ClientFrame, Status>;
 
 /// The upgrade: subprotocol, identity, then the WebSocket. Refusals before the upgrade are
@@ -82,10 +85,15 @@ pub async fn upgrade(State(state): State<Arc<WebState>>, request: Request) -> Re
         Err(rejection) => return rejection.into_response(),
     };
     let max = state.node.config.max_message_bytes;
+    // Small buffers: tungstenite's defaults (128 KiB each way, allocated up front) would be
+    // most of an idle session's memory. Reads grow past 4 KiB only for a larger message;
+    // writes go out at once (every reply is flushed anyway).
     upgrade
         .protocols([protocol.name()])
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| run(socket, state, identity, protocol, held))
 }
 
