@@ -44,6 +44,8 @@ echo "== cargo test --doc (nextest does not run doctests)"
 cargo test --locked --doc
 echo "== conformance: the wire behaviour seen from grpcio (Google's C-core), not our client"
 bash scripts/conformance.sh target/debug/presence-node
+echo "== web client: TypeScript client, its tests against a real node, the demo page in Chromium"
+bash scripts/web-client.sh target/debug/presence-node
 echo "== cargo test --benches --no-run (the criterion benchmarks still build, in the test profile)"
 cargo test --locked --benches --no-run
 echo "== helm chart (offline: lint, render, Kubernetes 1.30 schemas)"

@@ -355,6 +355,18 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Address of the web listener (HTTP/1.1 and HTTP/2, for browsers): `Session` over a
+    /// WebSocket at `/v1/session`, gRPC-Web `GetPresence`, the demo page at `/`. Unset: not
+    /// served.
+    #[arg(long, env = "PRESENCE_WEB_ADDR")]
+    pub web_addr: Option<SocketAddr>,
+
+    /// Comma-separated origins (`https://app.example.com`) allowed to open sessions on the web
+    /// listener and to call it cross-origin; a request with another `Origin` is refused with
+    /// 403. Requests without `Origin` and the listener's own origin are always allowed.
+    #[arg(long, env = "PRESENCE_WEB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub web_allowed_origins: Vec<String>,
+
     /// Address of the admin API (`presence.v1.PresenceAdminService`). Unset: not served.
     #[arg(long, env = "PRESENCE_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
@@ -703,6 +715,8 @@ impl Config {
             return Err(bad("PRESENCE_RESYNC_INTERVAL_MS", "must be greater than 0"));
         }
         self.authenticator()?;
+        crate::web::origin::AllowedOrigins::parse(&self.web_allowed_origins)
+            .map_err(|problem| bad("PRESENCE_WEB_ALLOWED_ORIGINS", problem))?;
         crate::tls::TlsSettings::from_config(self)?;
         self.validate_watch_policy()?;
         self.check_exposure(std::env::var_os("PRESENCE_ADMIN_TOKEN").is_some())
@@ -724,6 +738,16 @@ impl Config {
                     self.listen_addr
                 ),
             ));
+        }
+        if let Some(web) = self.web_addr {
+            if self.auth == AuthMode::Insecure && !self.allow_insecure && !web.ip().is_loopback() {
+                return Err(bad(
+                    "PRESENCE_AUTH",
+                    format!(
+                        "insecure identity (callers name themselves with user_id / x-user-id) on the web listener {web}, which is not loopback; use PRESENCE_AUTH=jwt, set PRESENCE_WEB_ADDR to 127.0.0.1, or set PRESENCE_ALLOW_INSECURE=true on a private network"
+                    ),
+                ));
+            }
         }
         if let Some(admin) = self.admin_addr {
             let token = self.admin_token.as_ref();
@@ -969,6 +993,29 @@ mod tests {
             setting(&["--admin-addr", "0.0.0.0:2", "--admin-token", "t"]),
             None
         );
+        // The web listener names identities the same way: insecure only on loopback.
+        assert_eq!(setting(&["--web-addr", "0.0.0.0:3"]), auth);
+        assert_eq!(setting(&["--web-addr", "127.0.0.1:3"]), None);
+        assert_eq!(
+            setting(&["--web-addr", "0.0.0.0:3", "--allow-insecure"]),
+            None
+        );
+    }
+
+    #[test]
+    fn web_origins_are_checked() {
+        let setting = |args: &[&str]| parse(args).err().map(|e| e.setting);
+        let origins = Some("PRESENCE_WEB_ALLOWED_ORIGINS".to_owned());
+        assert_eq!(
+            setting(&["--web-allowed-origins", "https://a.example,http://b:8080"]),
+            None
+        );
+        assert_eq!(
+            setting(&["--web-allowed-origins", "https://a.example/path"]),
+            origins
+        );
+        assert_eq!(setting(&["--web-allowed-origins", "a.example"]), origins);
+        assert_eq!(setting(&["--web-allowed-origins", "*"]), origins);
     }
 
     #[test]

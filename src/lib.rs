@@ -21,6 +21,8 @@
 //! - `server`: start, serve, drain on shutdown.
 //! - `transport`: what the transports add under the session protocol (how a request ended)
 //!   and how a listener's connections are served and bounded (`transport::connections`).
+//! - `web`: the web listener for browsers: `Session` over a WebSocket (the same session actor),
+//!   gRPC-Web `GetPresence`, the origin allow-list and CORS, the embedded demo page.
 //! - `errors`: every gRPC status the node answers with, built in one place.
 //! - `limiter`: token buckets per user, per identity and per session (opens, changes,
 //!   `GetPresence` calls, frames), their memory bounded.
@@ -57,3 +59,4 @@ pub mod sweeper;
 pub mod telemetry;
 pub mod tls;
 pub mod transport;
+pub mod web;

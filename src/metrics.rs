@@ -15,6 +15,8 @@ pub const SESSIONS: &str = "presence_sessions";
 pub const USERS_ONLINE: &str = "presence_users_online";
 /// Sessions that said hello (counter).
 pub const SESSIONS_OPENED: &str = "presence_sessions_opened_total";
+/// Sessions admitted (an actor started), by `transport`: grpc, websocket (counter).
+pub const SESSIONS_ADMITTED: &str = "presence_sessions_admitted_total";
 /// Sessions ended, by `reason` (counter).
 pub const SESSIONS_CLOSED: &str = "presence_sessions_closed_total";
 /// Client frames received, by `kind` (counter).
@@ -112,6 +114,10 @@ fn describe() {
     describe_gauge!(SESSIONS, "Live sessions on this node");
     describe_gauge!(USERS_ONLINE, "Distinct users with a session on this node");
     describe_counter!(SESSIONS_OPENED, "Sessions that said hello");
+    describe_counter!(
+        SESSIONS_ADMITTED,
+        "Sessions admitted (an actor started), by transport"
+    );
     describe_counter!(SESSIONS_CLOSED, "Sessions ended, by reason");
     describe_counter!(FRAMES_RECEIVED, "Client frames received, by kind");
     describe_counter!(

@@ -53,6 +53,8 @@ pub enum ServerError {
     Metrics(String),
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("web listener: {0}")]
+    Web(String),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
@@ -148,6 +150,7 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (stop_admin, stop_rx_admin) = tokio::sync::oneshot::channel::<()>();
+    let (stop_web, stop_rx_web) = tokio::sync::oneshot::channel::<()>();
     // The builder's TCP settings only apply to listeners tonic binds itself; this one is
     // given, so set them here. Without TCP_NODELAY a reply frame written right after the
     // response headers waits for the peer's delayed ACK (~40 ms).
@@ -178,6 +181,22 @@ pub async fn serve(
         }
         None => tokio::spawn(connections::serve(incoming, routes, settings, stop)),
     };
+    let web = match config.web_addr {
+        Some(addr) => {
+            let stop = async {
+                let _ = stop_rx_web.await;
+            };
+            let served = crate::web::serve(
+                node.clone(),
+                supervisor.get_cell(),
+                addr,
+                tls.as_ref(),
+                stop,
+            );
+            Some(served.await.map_err(ServerError::Web)?)
+        }
+        None => None,
+    };
     let sweeper = tokio::spawn(sweeper::run(node.clone()));
     let admin = match config.admin_addr {
         Some(addr) => Some(serve_admin(node.clone(), addr, tls.as_ref(), stop_rx_admin).await?),
@@ -204,6 +223,7 @@ pub async fn serve(
     drain(&node, &health).await;
     let _ = stop_tx.send(());
     let _ = stop_admin.send(());
+    let _ = stop_web.send(());
     let deadline = drain_started + Duration::from_millis(config.shutdown_grace_ms);
     if tokio::time::timeout_at(deadline, &mut transport)
         .await
@@ -211,6 +231,12 @@ pub async fn serve(
     {
         warn!("connections still open at the end of the shutdown grace; closing them");
         transport.abort();
+    }
+    if let Some(mut web) = web {
+        if tokio::time::timeout_at(deadline, &mut web).await.is_err() {
+            warn!("web connections still open at the end of the shutdown grace; closing them");
+            web.abort();
+        }
     }
     if let Some(admin) = admin {
         // Change streams never end by themselves: do not wait for them.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use ractor::{Actor, ActorCell};
+use ractor::ActorCell;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Identity;
@@ -16,9 +16,9 @@ use crate::policy::Decision;
 use crate::presence::{Limits, UserRecord};
 use crate::proto::presence_service_server::PresenceService;
 use crate::proto::{ClientFrame, GetPresenceRequest, GetPresenceResponse, Presence};
-use crate::session::actor::SessionActor;
-use crate::session::outbox::{Outbox, OutboxStream};
-use crate::session::SessionArgs;
+use crate::session::admission::{self, Transport};
+use crate::session::outbox::OutboxStream;
+use crate::session::Inbound;
 use crate::transport::request_end::RequestEnd;
 
 pub struct PresenceApi {
@@ -34,16 +34,7 @@ impl PresenceApi {
 
     /// The caller's identity, checked once when the call starts.
     fn identify(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Identity, Status> {
-        let identity = self
-            .node
-            .auth
-            .authenticate(metadata, self.node.now_ms())
-            .map_err(errors::unauthenticated)?;
-        self.node
-            .limits
-            .check_user_id(&identity.user_id)
-            .map_err(errors::unauthenticated)?;
-        Ok(identity)
+        admission::identify(&self.node, metadata)
     }
 }
 
@@ -56,41 +47,17 @@ impl PresenceService for PresenceApi {
         request: Request<Streaming<ClientFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let identity = self.identify(request.metadata())?;
-        if self.node.is_draining() {
-            return Err(errors::draining());
-        }
-        // New sessions per user on this node, counted at admission: before an actor, a
-        // reader task or a table slot is spent on the stream.
-        if let Err(wait) = self.node.rates.open(&identity.user_id) {
-            metrics::counter!(crate::metrics::REFUSED, "reason" => "session_open_rate")
-                .increment(1);
-            return Err(errors::rate_limited("session opens", wait));
-        }
-        if let Some(max) = self.node.config.max_sessions {
-            if self.node.sessions.len() >= max {
-                return Err(errors::node_at_capacity(max));
-            }
-        }
-        let outbox = Outbox::bounded(
-            identity.user_id.clone(),
-            self.node.config.max_unread_frames,
-            self.node.config.max_unread_bytes,
-        );
-        let (key, session_id) = self.node.next_session();
-        let args = SessionArgs {
-            node: self.node.clone(),
-            key,
-            session_id,
+        let inbound_end = request.extensions().get::<RequestEnd>().cloned();
+        let inbound = Inbound::grpc(request.into_inner(), inbound_end);
+        let outbox = admission::open(
+            &self.node,
+            &self.supervisor,
             identity,
-            outbox: outbox.clone(),
-            inbound_end: request.extensions().get::<RequestEnd>().cloned(),
-            inbound: request.into_inner(),
-        };
-        let spawned = Actor::spawn_linked(None, SessionActor, args, self.supervisor.clone()).await;
-        match spawned {
-            Ok(_) => Ok(Response::new(OutboxStream::new(outbox))),
-            Err(e) => Err(errors::cannot_start_session(e)),
-        }
+            inbound,
+            Transport::Grpc,
+        )
+        .await?;
+        Ok(Response::new(OutboxStream::new(outbox)))
     }
 
     async fn get_presence(

@@ -141,6 +141,45 @@ fn churn_smoke_embedded() {
     assert_delivered_all(&json);
 }
 
+#[test]
+fn websocket_idle_and_churn_smoke() {
+    let idle = run_bench(
+        "idle",
+        &[
+            "idle",
+            "--transport",
+            "ws",
+            "--sessions",
+            "30",
+            "--watch",
+            "3",
+            "--hold-s",
+            "0.5",
+        ],
+    );
+    assert_eq!(idle["sessions"], 30);
+    assert_eq!(idle["errors"], 0);
+    assert_eq!(idle["extra"]["transport"], "ws");
+    let churn = run_bench(
+        "churn",
+        &[
+            "churn",
+            "--transport",
+            "ws",
+            "--sessions",
+            "40",
+            "--watch",
+            "4",
+            "--rate",
+            "40",
+            "--duration-s",
+            "1.5",
+        ],
+    );
+    assert_eq!(churn["extra"]["transport"], "ws");
+    assert_delivered_all(&churn);
+}
+
 /// A churn run lost no change (each was delivered, or coalesced into a later one that was)
 /// and had no error.
 fn assert_delivered_all(json: &serde_json::Value) {

@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use futures::stream::{BoxStream, StreamExt};
 use governor::clock::MonotonicClock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -16,7 +17,7 @@ use governor::{Quota, RateLimiter};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
-use tonic::Streaming;
+use tonic::{Status, Streaming};
 use tracing::debug;
 
 use super::end::{close_session, End, Linger};
@@ -78,10 +79,27 @@ pub struct SessionArgs {
     pub session_id: String,
     pub identity: Identity,
     pub outbox: Arc<Outbox>,
-    pub inbound: Streaming<ClientFrame>,
-    /// How the inbound stream ended, when the transport can tell (tonic reports a client's
-    /// reset as a clean end).
-    pub inbound_end: Option<RequestEnd>,
+    pub inbound: Inbound,
+}
+
+/// A session's inbound frames, whatever carries them (a gRPC stream, a WebSocket): the
+/// transport only converts frames, the actor does the rest.
+pub struct Inbound {
+    /// The device's frames; an error ends the session abruptly with that status.
+    pub frames: BoxStream<'static, Result<ClientFrame, Status>>,
+    /// How the stream ended, when the transport can tell a clean end from an abrupt one
+    /// (tonic reports a client's reset as a clean end); `None`: every end is clean.
+    pub end: Option<RequestEnd>,
+}
+
+impl Inbound {
+    /// A gRPC `Session` call's request stream.
+    pub fn grpc(streaming: Streaming<ClientFrame>, end: Option<RequestEnd>) -> Self {
+        Self {
+            frames: streaming.boxed(),
+            end,
+        }
+    }
 }
 
 pub struct SessionActor;
@@ -165,13 +183,7 @@ impl Actor for SessionActor {
                     || node.policy.cache().is_none(),
             },
         );
-        let reader = tokio::spawn(read_frames(
-            args.inbound,
-            args.inbound_end,
-            myself,
-            deadline,
-            node.clone(),
-        ));
+        let reader = tokio::spawn(read_frames(args.inbound, myself, deadline, node.clone()));
         Ok(SessionState {
             status_limiter: limiter(config.status_rate_per_s, config.status_rate_burst),
             subscribe_limiter: limiter(config.subscribe_rate_per_s, config.subscribe_rate_burst),
@@ -254,20 +266,23 @@ impl Actor for SessionActor {
 /// Past the frame rate it does not read the next frame until the session is back under it:
 /// the stream's HTTP/2 window fills and flow control holds the client back, at no cost here.
 async fn read_frames(
-    mut inbound: Streaming<ClientFrame>,
-    inbound_end: Option<RequestEnd>,
+    inbound: Inbound,
     actor: ActorRef<SessionMsg>,
     deadline: Arc<AtomicU64>,
     node: Arc<Node>,
 ) {
     let ttl = node.config.session_ttl_ms;
     let frames = crate::limiter::direct(node.config.frame_rate_per_s, node.config.frame_rate_burst);
+    let Inbound {
+        frames: mut inbound,
+        end: inbound_end,
+    } = inbound;
     loop {
         if crate::limiter::wait_for(&frames).await {
             metrics::counter!(crate::metrics::REFUSED, "reason" => "frame_rate").increment(1);
         }
-        match inbound.message().await {
-            Ok(Some(frame)) => {
+        match inbound.next().await {
+            Some(Ok(frame)) => {
                 // Any frame counts as liveness, one read late (past the frame rate) too.
                 deadline.store(node.now_ms() + ttl, Ordering::Relaxed);
                 match actor
@@ -278,7 +293,7 @@ async fn read_frames(
                     _ => return,
                 }
             }
-            Ok(None) => {
+            None => {
                 let reset = inbound_end
                     .as_ref()
                     .is_some_and(|end| end.ending() == Ending::Abrupt);
@@ -286,7 +301,7 @@ async fn read_frames(
                 let _ = actor.cast(SessionMsg::InboundEnded(status));
                 return;
             }
-            Err(status) => {
+            Some(Err(status)) => {
                 let _ = actor.cast(SessionMsg::InboundEnded(Some(status)));
                 return;
             }

@@ -19,6 +19,11 @@
 //!
 //! The accepted connections live in a `JoinSet` owned by the future [`serve`] returns, so
 //! dropping (aborting) that future abandons every connection still open.
+//!
+//! A listener that also speaks HTTP/1.1 (the web listener) can upgrade a connection to a
+//! WebSocket; hyper then hands the socket over and stops serving it, so every request carries
+//! a [`ConnectionLease`] whose [`ConnectionLease::hold`] keeps the connection counted (cap)
+//! and busy (never idle) for as long as the upgraded socket lives.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -53,8 +58,10 @@ pub const IDLE_GOAWAY_GRACE: Duration = Duration::from_secs(5);
 /// What bounds one listener's connections.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    /// Names the listener in logs and metrics (`grpc`, `admin`).
+    /// Names the listener in logs and metrics (`grpc`, `admin`, `web`).
     pub listener: &'static str,
+    /// Also serve HTTP/1.1 (with upgrades); otherwise HTTP/2 only.
+    pub http1: bool,
     /// Live connections at once; `None`: no limit.
     pub max_connections: Option<usize>,
     /// No open call for this long: GOAWAY.
@@ -73,6 +80,7 @@ impl ConnectionSettings {
     pub fn from_config(config: &crate::config::Config, listener: &'static str) -> Self {
         Self {
             listener,
+            http1: false,
             max_connections: config.max_connections,
             idle_timeout: Duration::from_millis(config.connection_idle_timeout_ms),
             max_header_list_bytes: config.max_header_list_bytes,
@@ -97,8 +105,37 @@ pub async fn serve<I, IO, E>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     E: std::fmt::Display,
 {
+    serve_service(incoming, routes.prepare(), settings, stop).await
+}
+
+/// [`serve`] with any service (the web listener's router).
+pub async fn serve_service<I, IO, E, S>(
+    incoming: I,
+    service: S,
+    settings: ConnectionSettings,
+    stop: impl Future<Output = ()>,
+) where
+    I: Stream<Item = Result<IO, E>>,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    E: std::fmt::Display,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let settings = Arc::new(settings);
-    let mut builder = Builder::new(TokioExecutor::new()).http2_only();
+    let mut builder = Builder::new(TokioExecutor::new());
+    if settings.http1 {
+        // Headers bounded as on HTTP/2 (hyper's read buffer holds the request head; 8 KiB is
+        // its minimum), and a slow request head dropped after hyper's 30 s.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size((settings.max_header_list_bytes as usize).max(8192));
+    } else {
+        builder = builder.http2_only();
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -111,7 +148,6 @@ pub async fn serve<I, IO, E>(
         )
         .max_header_list_size(settings.max_header_list_bytes);
     let builder = Arc::new(builder);
-    let routes = routes.prepare();
     let live = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -131,10 +167,10 @@ pub async fn serve<I, IO, E>(
                             tracing::debug!(listener = settings.listener, "connection over the cap closed");
                             continue;
                         }
-                        let guard = LiveGuard::new(live.clone());
+                        let guard = Arc::new(LiveGuard::new(live.clone()));
                         connections.spawn(serve_one(
                             io,
-                            routes.clone(),
+                            service.clone(),
                             builder.clone(),
                             settings.clone(),
                             stop_rx.clone(),
@@ -231,20 +267,29 @@ impl ConnectionState {
     }
 }
 
-async fn serve_one<IO>(
+async fn serve_one<IO, S>(
     io: IO,
-    routes: Routes,
+    inner: S,
     builder: Arc<Builder<TokioExecutor>>,
     settings: Arc<ConnectionSettings>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    _live: LiveGuard,
+    live: Arc<LiveGuard>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let state = Arc::new(ConnectionState::new(settings.max_pending_hellos));
     let service = TowerToHyperService::new(Bounded {
-        inner: routes,
+        inner,
         state: state.clone(),
+        lease: ConnectionLease {
+            state: state.clone(),
+            live,
+        },
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
@@ -294,24 +339,54 @@ async fn serve_one<IO>(
 /// gRPC reflection (v1 and v1alpha): its messages are watched for the 16 KiB bound.
 const REFLECTION_PATH_PREFIX: &str = "/grpc.reflection.";
 
-/// The per-connection service: counts open calls, holds pending hellos, converts
-/// `OUT_OF_RANGE` to `RESOURCE_EXHAUSTED`.
+/// A connection as one of its requests sees it: [`ConnectionLease::hold`] keeps it counted and
+/// busy after hyper let go of it (an upgrade to a WebSocket).
 #[derive(Clone)]
-struct Bounded {
-    inner: Routes,
+pub struct ConnectionLease {
     state: Arc<ConnectionState>,
+    live: Arc<LiveGuard>,
 }
 
-impl Service<Request<Incoming>> for Bounded {
+impl ConnectionLease {
+    /// Counts the connection live and its call open until the returned value is dropped.
+    pub fn hold(&self) -> HeldConnection {
+        HeldConnection {
+            _call: CallGuard::new(self.state.clone()),
+            _live: self.live.clone(),
+        }
+    }
+}
+
+/// See [`ConnectionLease::hold`].
+pub struct HeldConnection {
+    _call: CallGuard,
+    _live: Arc<LiveGuard>,
+}
+
+/// The per-connection service: counts open calls, holds pending hellos, converts
+/// `OUT_OF_RANGE` to `RESOURCE_EXHAUSTED`, hands each request the connection's lease.
+#[derive(Clone)]
+struct Bounded<S> {
+    inner: S,
+    state: Arc<ConnectionState>,
+    lease: ConnectionLease,
+}
+
+impl<S> Service<Request<Incoming>> for Bounded<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Service::<Request<Body>>::poll_ready(&mut self.inner, cx)
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.lease.clone());
         let call = CallGuard::new(self.state.clone());
         let pending = if request.uri().path() == SESSION_PATH {
             match self.state.take_pending() {

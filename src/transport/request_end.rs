@@ -47,6 +47,16 @@ impl RequestEnd {
         }
     }
 
+    /// Records a clean end (a transport other than HTTP/2 telling its own ends apart).
+    pub fn record_clean(&self) {
+        self.record(CLEAN);
+    }
+
+    /// Records an abrupt end.
+    pub fn record_abrupt(&self) {
+        self.record(ABRUPT);
+    }
+
     /// The first end recorded wins (a reset after a clean end changes nothing).
     fn record(&self, ending: u8) {
         let _ = self

@@ -496,6 +496,7 @@ def expect_default(r: Rendered) -> None:
     assert r.pod_spec["terminationGracePeriodSeconds"] == 30
     assert r.container["image"] == f"ghcr.io/presence-node/presence-node:{chart().metadata['appVersion']}"
     assert "PRESENCE_METRICS_ADDR" not in r.env and "PRESENCE_ADMIN_ADDR" not in r.env
+    assert "PRESENCE_WEB_ADDR" not in r.env
     # config.maxSessions and config.maxSessionAgeMs are null: the node's own defaults apply.
     assert "PRESENCE_MAX_SESSIONS" not in r.env and "PRESENCE_MAX_SESSION_AGE_MS" not in r.env
     assert [p["name"] for p in r.container["ports"]] == ["grpc"]
@@ -571,8 +572,10 @@ def expect_hpa_metrics_headless(r: Rendered) -> None:
     assert r.env_value("PRESENCE_ADMIN_ADDR") == "0.0.0.0:50052"
     assert r.env["PRESENCE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "admin-token"
     assert "Bearer $ADMIN_TOKEN" in r.notes and "{.data.admin-token}" in r.notes, r.notes
-    assert {p["name"]: p["containerPort"] for p in r.container["ports"]} == {"grpc": 50051, "metrics": 9090, "admin": 50052}
-    assert {p["name"] for p in r.main_service()["spec"]["ports"]} == {"grpc", "metrics"}, "admin must stay off the Service"
+    assert {p["name"]: p["containerPort"] for p in r.container["ports"]} == {"grpc": 50051, "metrics": 9090, "admin": 50052, "web": 8080}
+    assert {p["name"] for p in r.main_service()["spec"]["ports"]} == {"grpc", "metrics", "web"}, "admin must stay off the Service"
+    assert r.env_value("PRESENCE_WEB_ADDR") == "0.0.0.0:8080"
+    assert r.env_value("PRESENCE_WEB_ALLOWED_ORIGINS") == "https://app.example,https://admin.example"
     headless = r.one("Service", f"{RELEASE}-headless")["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is False
     sm = r.one("ServiceMonitor")
@@ -765,7 +768,7 @@ CHART_MANAGED_ENV = {
     "PRESENCE_METRICS_ADDR", "PRESENCE_ADMIN_ADDR", "PRESENCE_ADMIN_TOKEN",
     "PRESENCE_TLS_CERT_FILE", "PRESENCE_TLS_KEY_FILE", "PRESENCE_TLS_CLIENT_CA_FILE",
     "PRESENCE_ADMIN_CLIENT_CA_FILE", "PRESENCE_ALLOW_INSECURE",
-    "PRESENCE_AUTHORIZER_TOKEN",
+    "PRESENCE_AUTHORIZER_TOKEN", "PRESENCE_WEB_ADDR", "PRESENCE_WEB_ALLOWED_ORIGINS",
 }
 
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use presence_node::client::{Credentials, Session, SessionReceiver, SessionSender};
+use presence_node::client::{Credentials, Session};
 use presence_node::proto::{server_frame, Hello, Status};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -28,6 +28,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::common::{self, Histograms, Output, Progress};
 use crate::node_process::{check_open_files, Deployment, RedisDelta, Target};
 use crate::report::{Latency, Report};
+use crate::ws::{AnyReceiver, AnySender, AnySession, Transport, WsSession};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Graph {
@@ -63,6 +64,10 @@ pub struct ChurnArgs {
     /// Sessions being opened at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Sessions over gRPC, over the web listener's WebSocket (one connection each), or both
+    /// (one after the other, on fresh nodes), one report each.
+    #[arg(long, value_enum, default_value = "grpc")]
+    transport: Transport,
     /// Longest wait for the last updates after the driver stopped.
     #[arg(long, default_value_t = 10.0)]
     drain_s: f64,
@@ -244,22 +249,36 @@ impl BulkLoad {
 
 /// Opens session `i`, subscribes to its watch list and waits for the snapshots.
 async fn open_watcher(
-    channel: tonic::transport::Channel,
+    to: Endpoint,
     i: u32,
     watched: &[u32],
-) -> Result<(SessionSender, SessionReceiver, Duration), String> {
+) -> Result<(AnySender, AnyReceiver, Duration), String> {
     let hello = Hello {
         device: "bench".into(),
         status: Some(Status::Online as i32),
         status_text: String::new(),
     };
-    let (mut session, welcome) = Session::open(channel, &Credentials::User(user_id(i)), hello)
-        .await
-        .map_err(|e| e.to_string())?;
+    let user = Credentials::User(user_id(i));
+    let (mut session, welcome) = match to {
+        Endpoint::Grpc(channel) => Session::open(channel, &user, hello)
+            .await
+            .map(|(s, w)| (AnySession::Grpc(s), w))
+            .map_err(|e| e.to_string())?,
+        Endpoint::Ws(addr) => WsSession::open(&addr, &user, hello)
+            .await
+            .map(|(s, w)| (AnySession::Ws(s), w))?,
+    };
     let mut waiting = Vec::new();
     for chunk in watched.chunks(1000) {
         let ids = chunk.iter().map(|u| user_id(*u)).collect();
-        waiting.push(session.subscribe(ids).await.map_err(|e| e.to_string())?);
+        let subscribe = presence_node::proto::Subscribe { user_ids: ids };
+        waiting.push(
+            session
+                .send(presence_node::proto::client_frame::Kind::Subscribe(
+                    subscribe,
+                ))
+                .await?,
+        );
     }
     while !waiting.is_empty() {
         match session.recv().await {
@@ -271,7 +290,7 @@ async fn open_watcher(
                 _ => {}
             },
             Ok(None) => return Err("session ended before its snapshot".into()),
-            Err(status) => return Err(status.to_string()),
+            Err(e) => return Err(e),
         }
     }
     let interval = common::heartbeat_interval(&welcome);
@@ -279,10 +298,16 @@ async fn open_watcher(
     Ok((sender, receiver, interval))
 }
 
+/// Where a session connects: a gRPC channel, or the web listener's address.
+enum Endpoint {
+    Grpc(tonic::transport::Channel),
+    Ws(String),
+}
+
 /// The receiving half of a watcher until `stop`.
 async fn receive(
     index: usize,
-    mut receiver: SessionReceiver,
+    mut receiver: AnyReceiver,
     watched: Vec<u32>,
     latencies: Arc<Histograms>,
     live: Arc<Live>,
@@ -338,6 +363,20 @@ async fn receive(
 }
 
 pub async fn run(args: ChurnArgs) -> Result<(), String> {
+    for transport in args.transport.each() {
+        run_one(&args, transport).await?;
+    }
+    Ok(())
+}
+
+async fn run_one(args: &ChurnArgs, transport: Transport) -> Result<(), String> {
+    let ws = transport == Transport::Ws;
+    if ws && (!args.target.servers.is_empty() || args.target.tls || args.target.nodes > 1) {
+        return Err(
+            "--transport ws starts one node itself (no --server, --tls or --nodes > 1)".into(),
+        );
+    }
+    let web_addr = format!("127.0.0.1:{}", crate::node_process::free_port()?);
     if args.sessions < 2 || args.watch == 0 {
         return Err("churn needs at least 2 sessions and --watch of at least 1".into());
     }
@@ -353,36 +392,43 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     // Whole connections per node, at least one each.
     let per_node = args.connections.div_ceil(nodes_wanted).max(1);
     let connections = per_node * nodes_wanted;
-    check_open_files(connections as u64 * 2 + 64);
+    // A WebSocket is one TCP connection per session (both ends in this machine's fds).
+    check_open_files(if ws {
+        n as u64 * 2 + 64
+    } else {
+        connections as u64 * 2 + 64
+    });
     let per_user_rate = args.rate / n as f64;
     let rate_limit = (per_user_rate * 4.0).ceil().max(20.0) as u64;
     let streams = (n.div_ceil(connections) + 16).to_string();
     let (rate_s, burst_s) = (rate_limit.to_string(), (rate_limit * 2).to_string());
-    let deployment = Deployment::start(
-        &args.target,
-        &[
-            "--max-concurrent-streams",
-            &streams,
-            "--status-rate-per-s",
-            &rate_s,
-            "--status-rate-burst",
-            &burst_s,
-            // The bulk readers are not to be rate-limited (a bulk load, not an abuse test).
-            "--get-rate-per-s",
-            "1000000",
-            "--get-rate-burst",
-            "1000000",
-        ],
-    )
-    .await?;
+    let mut defaults = vec![
+        "--max-concurrent-streams",
+        streams.as_str(),
+        "--status-rate-per-s",
+        rate_s.as_str(),
+        "--status-rate-burst",
+        burst_s.as_str(),
+        // The bulk readers are not to be rate-limited (a bulk load, not an abuse test).
+        "--get-rate-per-s",
+        "1000000",
+        "--get-rate-burst",
+        "1000000",
+    ];
+    if ws {
+        defaults.extend(["--web-addr", web_addr.as_str()]);
+    }
+    let deployment = Deployment::start(&args.target, &defaults).await?;
     let urls: Vec<String> = deployment.nodes.iter().map(|n| n.url.clone()).collect();
     let k = urls.len();
     println!(
-        "churn: {n} sessions x {} watched ({:?} graph), {} changes/s for {} s, {connections} connections; {}",
+        "churn ({}): {n} sessions x {} watched ({:?} graph), {} changes/s for {} s, {} connections; {}",
+        transport.label(),
         args.watch,
         args.graph,
         args.rate,
         args.duration_s,
+        if ws { n } else { connections },
         deployment.describe()
     );
     if per_user_rate > 20.0 {
@@ -395,10 +441,14 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = deployment.rss_bytes();
     // Channel c goes to node c % k.
-    let channels = common::connect_spread(&urls, connections).await?;
+    let channels = if ws {
+        Vec::new()
+    } else {
+        common::connect_spread(&urls, connections).await?
+    };
 
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let graph = build_graph(&args, &mut rng);
+    let graph = build_graph(args, &mut rng);
     let mut watcher_count = vec![0u32; n];
     for list in &graph {
         for u in list {
@@ -411,18 +461,22 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut opening = Vec::with_capacity(n);
     for (i, watched) in graph.iter().enumerate() {
-        let channel = channels[((i / k) % per_node) * k + i % k].clone();
+        let to = if ws {
+            Endpoint::Ws(web_addr.clone())
+        } else {
+            Endpoint::Grpc(channels[((i / k) % per_node) * k + i % k].clone())
+        };
         let watched = watched.clone();
         let gate = gate.clone();
         opening.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.expect("semaphore");
-            open_watcher(channel, i as u32, &watched).await
+            open_watcher(to, i as u32, &watched).await
         }));
     }
     let latencies = Arc::new(Histograms::new());
     let live = Arc::new(Live::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut senders: Vec<SessionSender> = Vec::with_capacity(n);
+    let mut senders: Vec<AnySender> = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
     let mut heartbeat_every = Duration::from_secs(10);
     let mut progress = Progress::new(Duration::from_secs(2));
@@ -445,7 +499,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     }
     // Every session heartbeats once now, in case the setup took long.
     for sender in &mut senders {
-        sender.heartbeat().await.map_err(|e| e.to_string())?;
+        sender.heartbeat().await?;
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
     println!("  {n} sessions open and subscribed in {setup_s:.2} s; settling");
@@ -460,7 +514,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     let mut sent: Vec<(u32, u64, u32)> = Vec::new();
     let mut send_errors = 0u64;
     let mut heartbeats = 0u64;
-    let bulk = BulkLoad::start(&args, &urls, stop_rx.clone()).await?;
+    let bulk = BulkLoad::start(args, &urls, stop_rx.clone()).await?;
     let cpu_before = deployment.cpu_seconds();
     let bench_cpu_before = crate::node_process::cpu_seconds(std::process::id());
     let redis_cpu_before = deployment.redis_cpu_seconds();
@@ -579,7 +633,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
     let report = Report {
         scenario: "churn",
         sessions: n as u64,
-        connections: connections as u64,
+        connections: if ws { n as u64 } else { connections as u64 },
         duration_s: args.duration_s,
         rss_per_session_bytes: rss_per_session,
         latency_ms: Latency::from_histogram(&histogram),
@@ -591,6 +645,7 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
             ("nodes", json!(k)),
             ("redis", json!(deployment.redis_url.is_some())),
             ("graph", json!(format!("{:?}", args.graph).to_lowercase())),
+            ("transport", json!(transport.label())),
             ("watch_per_session", json!(args.watch)),
             (
                 "max_watchers_of_one_user",
@@ -656,9 +711,17 @@ pub async fn run(args: ChurnArgs) -> Result<(), String> {
         ],
     };
     report.print();
-    report.save(args.output.out.as_deref())?;
+    let per_transport = |path: &Option<std::path::PathBuf>| match (path, args.transport) {
+        (Some(path), Transport::Both) => Some(path.with_extension(format!(
+            "{}.{}",
+            transport.label(),
+            path.extension().and_then(|e| e.to_str()).unwrap_or("out")
+        ))),
+        (path, _) => path.clone(),
+    };
+    report.save(per_transport(&args.output.out).as_deref())?;
     crate::plot::save(
-        args.output.plot.as_deref(),
+        per_transport(&args.output.plot).as_deref(),
         &format!(
             "churn: delivery latency, {n} sessions x {} watched, {} changes/s, {k} node(s)",
             args.watch, args.rate

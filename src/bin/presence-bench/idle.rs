@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use presence_node::client::{Credentials, Session};
+
+use crate::ws::{AnySession, Transport, WsSession};
 use presence_node::proto::Hello;
 use serde_json::json;
 use tokio::sync::{watch, Semaphore};
@@ -33,6 +35,10 @@ pub struct IdleArgs {
     /// Sessions being opened at once.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Sessions over gRPC, over the web listener's WebSocket (one connection each), or both
+    /// (one after the other, a node each).
+    #[arg(long, value_enum, default_value = "grpc")]
+    transport: Transport,
     #[command(flatten)]
     target: Target,
     /// Write the results as JSON here.
@@ -44,14 +50,36 @@ pub struct IdleArgs {
 }
 
 pub async fn run(args: IdleArgs) -> Result<(), String> {
+    for transport in args.transport.each() {
+        run_one(&args, transport).await?;
+    }
+    Ok(())
+}
+
+async fn run_one(args: &IdleArgs, transport: Transport) -> Result<(), String> {
+    let ws = transport == Transport::Ws;
+    if ws && !args.target.servers.is_empty() {
+        return Err(
+            "--transport ws starts its node (with --web-addr); --server is gRPC only".into(),
+        );
+    }
+    if ws && args.target.tls {
+        return Err("--transport ws runs without --tls".into());
+    }
+    let web_addr = format!("127.0.0.1:{}", crate::node_process::free_port()?);
+    // A WebSocket is one TCP connection per session.
+    let connections = if ws { args.sessions } else { args.connections };
     let streams_per_connection = args.sessions.div_ceil(args.connections.max(1));
     let max_streams = (streams_per_connection + 16).to_string();
     if args.target.nodes > 1 || args.target.servers.len() > 1 {
         return Err("idle drives one node (--nodes 1, at most one --server)".into());
     }
-    check_open_files(args.connections);
-    let deployment =
-        Deployment::start(&args.target, &["--max-concurrent-streams", &max_streams]).await?;
+    check_open_files(connections);
+    let mut defaults = vec!["--max-concurrent-streams", max_streams.as_str()];
+    if ws {
+        defaults.extend(["--web-addr", web_addr.as_str()]);
+    }
+    let deployment = Deployment::start(&args.target, &defaults).await?;
     let node = &deployment.nodes[0];
     // The connections (TCP, and the TLS handshake with --tls) come first, apart from the
     // sessions: their time and memory are reported on their own.
@@ -60,7 +88,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let rss_empty = node.rss_bytes();
     let connecting = Instant::now();
     let mut channels = Vec::new();
-    for _ in 0..args.connections {
+    for _ in 0..if ws { 0 } else { args.connections } {
         channels.push(
             crate::common::connect(&node.url)
                 .await
@@ -71,15 +99,18 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_before = node.rss_bytes();
     let rss_per_connection = match (rss_empty, rss_before) {
+        // WebSocket connections open with their sessions: counted in the per-session RSS.
+        _ if ws => None,
         (Some(empty), Some(before)) => {
-            Some(before.saturating_sub(empty) as f64 / args.connections.max(1) as f64)
+            Some(before.saturating_sub(empty) as f64 / connections.max(1) as f64)
         }
         _ => None,
     };
     println!(
-        "idle: {} sessions over {} connections, watching {} each; node RSS before {:.1} MiB",
+        "idle ({}): {} sessions over {} connections, watching {} each; node RSS before {:.1} MiB",
+        transport.label(),
         args.sessions,
-        args.connections,
+        connections,
         args.watch,
         rss_before.unwrap_or(0) as f64 / 1048576.0
     );
@@ -95,7 +126,8 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let mut tasks = Vec::new();
     for i in 0..args.sessions {
         let permit = gate.clone().acquire_owned().await.expect("semaphore");
-        let channel = channels[(i % args.connections) as usize].clone();
+        let channel = (!ws).then(|| channels[(i % args.connections) as usize].clone());
+        let web_addr = web_addr.clone();
         let (task_errors, task_opened, lat_tx) = (errors.clone(), opened.clone(), lat_tx.clone());
         let task_heartbeats = heartbeats.clone();
         let mut stop = stop_rx.clone();
@@ -109,8 +141,16 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
                 status: None,
                 status_text: String::new(),
             };
-            let opened_session =
-                Session::open(channel, &Credentials::User(format!("u{i}")), hello).await;
+            let user = Credentials::User(format!("u{i}"));
+            let opened_session = match channel {
+                Some(channel) => Session::open(channel, &user, hello)
+                    .await
+                    .map(|(s, w)| (AnySession::Grpc(s), w))
+                    .map_err(|e| e.to_string()),
+                None => WsSession::open(&web_addr, &user, hello)
+                    .await
+                    .map(|(s, w)| (AnySession::Ws(s), w)),
+            };
             let (mut session, welcome) = match opened_session {
                 Ok(s) => s,
                 Err(_) => {
@@ -145,7 +185,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
                         }
                     }
                     _ = stop.changed() => {
-                        session.close();
+                        session.close().await;
                         return;
                     }
                 }
@@ -210,7 +250,7 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
     let report = Report {
         scenario: "idle",
         sessions: open,
-        connections: args.connections,
+        connections,
         duration_s: establish_s,
         rss_per_session_bytes: per_session,
         latency_ms: Latency::from_histogram(&histogram),
@@ -220,11 +260,12 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         throughput_per_s: open as f64 / establish_s,
         extra: vec![
             ("watch_per_session", json!(args.watch)),
+            ("transport", json!(transport.label())),
             ("tls", json!(args.target.tls)),
             ("connect_s", json!(connect_s)),
             (
                 "connections_per_s",
-                json!(args.connections as f64 / connect_s.max(1e-9)),
+                json!(connections as f64 / connect_s.max(1e-9)),
             ),
             ("rss_per_connection_bytes", json!(rss_per_connection)),
             ("rss_empty_bytes", json!(rss_empty)),
@@ -251,9 +292,17 @@ pub async fn run(args: IdleArgs) -> Result<(), String> {
         ],
     };
     report.print();
-    report.save(args.out.as_deref())?;
+    let per_transport = |path: &Option<PathBuf>| match (path, args.transport) {
+        (Some(path), Transport::Both) => Some(path.with_extension(format!(
+            "{}.{}",
+            transport.label(),
+            path.extension().and_then(|e| e.to_str()).unwrap_or("out")
+        ))),
+        (path, _) => path.clone(),
+    };
+    report.save(per_transport(&args.out).as_deref())?;
     crate::plot::save(
-        args.plot.as_deref(),
+        per_transport(&args.plot).as_deref(),
         "idle: time to open a session (hello, welcome, subscribe)",
         &histogram,
     )

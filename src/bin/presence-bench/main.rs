@@ -6,6 +6,8 @@
 //! - `churn`: sessions watching each other while statuses change: delivery latency, loss,
 //!   node CPU per delivery, Redis commands per change;
 //! - `storm`: sessions dropping at once and reconnecting: time to welcome, errors, flaps;
+//! - `idle` and `churn` take `--transport grpc|ws|both`: sessions over gRPC, over the web
+//!   listener's WebSocket, or both one after the other (a node each), one report each;
 //! - `bulk`: `GetPresence` of 1,000 ids at a concurrency: latency and throughput;
 //! - `hot`: one user watched by 100,000 sessions changing 10 times a second;
 //! - `peer` (with `--features peer`): the same workload against Mosquitto and the node, with
@@ -32,6 +34,7 @@ mod peer;
 mod plot;
 mod report;
 mod storm;
+mod ws;
 
 /// The load generator shares the machine with the node: jemalloc (as in the node) keeps
 /// its own allocation cost, and so its share of the two cores, low.
