@@ -353,6 +353,23 @@ def test_grpc_web_get_presence_answers_a_data_and_a_trailer_frame(node_factory):
     assert b"grpc-status:0" in trailers.replace(b" ", b"")
 
 
+def test_grpc_web_message_too_large_is_resource_exhausted(node_factory):
+    _, web = web_node(node_factory)
+    request = pb.GetPresenceRequest(user_ids=["u" * (2 * 1024 * 1024)]).SerializeToString()
+    status, data, headers = grpc_web(web, "/presence.v1.PresenceService/GetPresence", request,
+                                     {"x-user-id": "bob"})
+    assert status == 200
+    # Trailers-only: the status in the headers, or in a trailer frame of the body.
+    where = {k.lower(): v for k, v in headers.items()}
+    if "grpc-status" in where:
+        assert where["grpc-status"] == "8", where
+        assert "uuuu" not in where.get("grpc-message", "")
+    else:
+        trailers = dict(frames(data))[0x80].replace(b" ", b"")
+        assert b"grpc-status:8" in trailers, trailers
+        assert b"uuuu" not in trailers
+
+
 def test_grpc_web_serves_get_presence_only(node_factory):
     _, web = web_node(node_factory)
     status, _, _ = grpc_web(web, "/presence.v1.PresenceService/Session", b"", {"x-user-id": "b"})
