@@ -237,6 +237,16 @@ mod tests {
         Ok(())
     }
 
+    /// (user, version) of each pending change in `batch`, sorted.
+    fn versions(batch: &[Pending]) -> Vec<(String, u64)> {
+        let mut versions: Vec<(String, u64)> = batch
+            .iter()
+            .map(|p| (p.latest.user_id.clone(), p.latest.version))
+            .collect();
+        versions.sort();
+        versions
+    }
+
     fn record(user: &str, version: u64) -> UserRecord {
         let mut r = UserRecord::new(user);
         r.version = version;
@@ -257,11 +267,7 @@ mod tests {
         assert!(!input.offer(vec![record("cold", 1)], &free).drain);
         let (batch, more) = input.take_batch();
         assert!(!more);
-        let mut versions: Vec<(String, u64)> = batch
-            .iter()
-            .map(|p| (p.latest.user_id.clone(), p.latest.version))
-            .collect();
-        versions.sort();
+        let versions = versions(&batch);
         assert_eq!(
             versions,
             vec![("cold".to_string(), 1), ("hot".to_string(), 9_999)]
@@ -373,11 +379,7 @@ mod tests {
         assert_eq!(input.release("hot", &pace), Released::Nothing);
         let (batch, more) = input.take_batch();
         assert!(!more);
-        let mut versions: Vec<(String, u64)> = batch
-            .iter()
-            .map(|p| (p.latest.user_id.clone(), p.latest.version))
-            .collect();
-        versions.sort();
+        let versions = versions(&batch);
         assert_eq!(versions, vec![("cold".into(), 1), ("hot".into(), 5)]);
         assert_eq!(input.held(), 0);
     }
